@@ -1,0 +1,61 @@
+"""Life safety first: advise the emergency number, open a P1 order, alert the on-duty human."""
+from __future__ import annotations
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import ActiveLoop, EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions.context import app, session, turn_of
+from bot.reports import ReportDraft, submit_report
+from bot.tickets import record_event
+from bot.triage import EMERGENCY_URGENCY, triage
+
+# When the safety detector did not name the danger, the category tells it.
+_KIND_BY_CATEGORY = {
+    "elevator_trapped": "trapped",
+    "gas_leak": "gas",
+    "fire_hazard": "fire",
+    "medical_service": "medical",
+    "public_security": "violence",
+}
+
+
+class ActionEmergency(Action):
+    def name(self) -> str:
+        return "action_emergency"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+            domain: DomainDict) -> list[EventType]:
+        turn = turn_of(tracker)
+        current = app()
+        result = triage(tracker.latest_message, current.catalogue, text=turn.text)
+        kind = result.emergency or _KIND_BY_CATEGORY.get(result.category, "medical")
+        dispatcher.utter_message(response=f"utter_emergency_{kind}")
+
+        draft = ReportDraft(
+            category=result.category,
+            description=turn.text[:500],
+            channel=turn.channel,
+            building=tracker.get_slot("report_building"),
+            unit=tracker.get_slot("report_unit"),
+            room=tracker.get_slot("report_room"),
+            floor=tracker.get_slot("report_floor"),
+            phone=tracker.get_slot("report_phone") or turn.phone,
+            urgency=EMERGENCY_URGENCY,
+            urgency_reason=result.urgency_reason,
+        )
+        with session() as db:
+            ticket = submit_report(db, now=current.clock(), catalogue=current.catalogue,
+                                   draft=draft, conversation_id=turn.conversation_id,
+                                   resident_id=turn.resident_id)
+            lead = current.catalogue.department(ticket.lead_department)
+            record_event(db, ticket=ticket, kind="on_duty_alerted", actor="bot",
+                         now=current.clock(),
+                         data={"emergency": kind, "department": lead.id, "phone": lead.phone})
+            number = ticket.number
+        dispatcher.utter_message(response="utter_emergency_ticket", number=number)
+        if not draft.building:
+            dispatcher.utter_message(response="utter_emergency_ask_location")
+        return [ActiveLoop(None), SlotSet("requested_slot", None), SlotSet("ticket_number", number),
+                SlotSet("confirm_pending", None), SlotSet("report_category", None)]

@@ -1,0 +1,152 @@
+"""Linli's command line: python -m bot <command>."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bot.training import ensure_model
+
+    path, seconds = ensure_model(force=args.force)
+    if seconds is None:
+        print(f"model up to date: {path}")
+    else:
+        print(f"trained {path} in {seconds:.1f} s")
+    return 0
+
+
+def _cmd_migrate(_args: argparse.Namespace) -> int:
+    from bot.migrate import upgrade
+    from bot.settings import Settings
+
+    settings = Settings.from_env()
+    upgrade(settings.database_url.reveal())
+    print(f"database schema up to date: {settings.database_url_redacted}")
+    return 0
+
+
+def _cmd_seed(_args: argparse.Namespace) -> int:
+    from bot.seed import seed_demo
+
+    print(seed_demo())
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from bot.settings import Settings
+    from bot.web import serve
+
+    settings = Settings.from_env()
+    serve(args.host or settings.host, args.port or settings.port)
+    return 0
+
+
+def _cmd_run(_args: argparse.Namespace) -> int:
+    from bot.runner import run_all
+
+    return run_all()
+
+
+def classify_line(agent: Any, catalogue: Any, line: str) -> dict[str, Any]:
+    """Classify one JSON line {"text": ...}; malformed input gives an error object, not a crash."""
+    from bot.triage import triage
+
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return {"error": 'each line must be JSON like {"text": "电梯坏了"}'}
+    if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+        return {"error": 'each line must be a JSON object with a "text" string'}
+    text = item["text"][:500]
+    parse = asyncio.get_event_loop().run_until_complete(agent.parse_message(text))
+    return triage(parse, catalogue, text=text).as_dict()
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from bot.nluservice import load_agent
+    from routing.catalogue import load_catalogue
+    from bot.settings import Settings
+
+    agent = load_agent()
+    catalogue = load_catalogue(Settings.from_env().catalogue_path)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        print(json.dumps(classify_line(agent, catalogue, line), ensure_ascii=False), flush=True)
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from bot.chat import chat
+
+    return chat(channel=args.channel, sender=args.sender, url=args.url)
+
+
+def _cmd_eval_nlu(args: argparse.Namespace) -> int:
+    from bot.evaluation import evaluate_file
+
+    report = evaluate_file(args.file, out=args.out)
+    print(json.dumps(report["summary"], ensure_ascii=False, indent=2))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from bot.bench import main as bench_main
+
+    return bench_main(args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Linli (邻里) community assistant")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train the Rasa model unless one matches the data")
+    train.add_argument("--force", action="store_true", help="train even if a matching model exists")
+    train.set_defaults(func=_cmd_train)
+
+    commands.add_parser("migrate", help="upgrade the database schema").set_defaults(func=_cmd_migrate)
+    commands.add_parser("seed", help="seed the demo community").set_defaults(func=_cmd_seed)
+    commands.add_parser("run", help="start Rasa, the action server and the hub").set_defaults(func=_cmd_run)
+
+    serve = commands.add_parser("serve", help="start the hub web server only")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=_cmd_serve)
+
+    commands.add_parser(
+        "classify", help='read {"text": ...} JSON lines on stdin, write a triage per line'
+    ).set_defaults(func=_cmd_classify)
+
+    chat = commands.add_parser("chat", help="talk to the running stack as a resident")
+    chat.add_argument("--channel", default="sms", choices=["web", "sms", "wechat", "voice"])
+    chat.add_argument("--sender", default="13800000000")
+    chat.add_argument("--url", default=None, help="hub URL (default http://LINLI_HOST:LINLI_PORT)")
+    chat.set_defaults(func=_cmd_chat)
+
+    evaluate = commands.add_parser("eval-nlu", help="evaluate the model on the held-out file")
+    evaluate.add_argument("--file", default="tests/nlu/heldout.yml")
+    evaluate.add_argument("--out", default="var/reports/nlu-heldout.json")
+    evaluate.set_defaults(func=_cmd_eval_nlu)
+
+    bench = commands.add_parser("bench", help="run the benchmarks")
+    bench.add_argument("--out", default="var/bench")
+    bench.set_defaults(func=_cmd_bench)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Composition root: build the engine, session factory, catalogue and community once."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Callable
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+
+from bot.community import Community, load_community
+from bot.db import make_engine, make_session_factory
+from bot.settings import Settings
+from routing.catalogue import Catalogue, load_catalogue
+
+
+def utc_now() -> datetime:
+    """Return the current time, timezone-aware in UTC."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class App:
+    """Everything a process needs, built once and passed down explicitly."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker
+    catalogue: Catalogue
+    community: Community
+    clock: Callable[[], datetime] = utc_now
+
+
+def build_app(settings: Settings | None = None) -> App:
+    """Build the application objects from settings (the environment by default)."""
+    settings = settings or Settings.from_env()
+    engine = make_engine(settings.database_url)
+    return App(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        catalogue=load_catalogue(settings.catalogue_path),
+        community=load_community(),
+    )
+
+
+@lru_cache(maxsize=1)
+def shared_app() -> App:
+    """Return the process-wide App, built on first use (never at import time)."""
+    return build_app()

@@ -1,0 +1,273 @@
+"""ORM models: residents, conversations, messages, work orders and their event log.
+
+All timestamps are stored in UTC and come back timezone-aware on SQLite and PostgreSQL.
+Enumerated columns are plain strings guarded by CHECK constraints, which migrate more
+easily than native enum types.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, registry, relationship
+from sqlalchemy.types import TypeDecorator
+
+CHANNELS: tuple[str, ...] = ("web", "sms", "wechat", "voice")
+CONVERSATION_STATES: tuple[str, ...] = ("bot", "queued", "agent", "closed")
+DIRECTIONS: tuple[str, ...] = ("in", "out")
+URGENCIES: tuple[str, ...] = ("P1", "P2", "P3", "P4")
+TICKET_STATUSES: tuple[str, ...] = (
+    "new",
+    "dispatched",
+    "accepted",
+    "in_progress",
+    "resolved",
+    "closed",
+    "cancelled",
+    "reopened",
+)
+
+# Stable constraint names let Alembic (and SQLite batch mode) find constraints again.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+mapper_registry = registry(metadata=MetaData(naming_convention=NAMING_CONVENTION))
+Base: Any = mapper_registry.generate_base()
+
+
+class NaiveDatetimeError(ValueError):
+    """A naive datetime reached the database layer."""
+
+
+class AppendOnlyError(RuntimeError):
+    """Something tried to change or delete a ticket event."""
+
+
+class UTCDateTime(TypeDecorator):
+    """Store aware datetimes as UTC and always return them aware, in UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise NaiveDatetimeError(
+                f"naive datetime {value!r}; pass an aware one, e.g. datetime.now(timezone.utc)"
+            )
+        value = value.astimezone(UTC)
+        # SQLite keeps text and would drop the offset anyway; store plain UTC.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Resident(Base):
+    __tablename__ = "residents"
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    phone: Mapped[str | None] = Column(String(20), unique=True, nullable=True)
+    wechat_openid: Mapped[str | None] = Column(String(64), unique=True, nullable=True)
+    display_name: Mapped[str | None] = Column(String(64), nullable=True)
+    created_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+    conversations: Mapped[list[Conversation]] = relationship(
+        "Conversation", back_populates="resident", order_by="Conversation.id"
+    )
+    tickets: Mapped[list[Ticket]] = relationship(
+        "Ticket", back_populates="resident", order_by="Ticket.id"
+    )
+
+    def __repr__(self) -> str:
+        return f"<Resident {self.id}>"
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        CheckConstraint(_one_of("channel", CHANNELS), name="channel"),
+        CheckConstraint(_one_of("state", CONVERSATION_STATES), name="state"),
+        # At most one open conversation per sender and channel, even under races.
+        Index(
+            "uq_conversations_open_sender",
+            "channel",
+            "sender_key",
+            unique=True,
+            sqlite_where=text("state != 'closed'"),
+            postgresql_where=text("state != 'closed'"),
+        ),
+    )
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    resident_id: Mapped[int | None] = Column(
+        Integer, ForeignKey("residents.id"), nullable=True, index=True
+    )
+    channel: Mapped[str] = Column(String(16), nullable=False)
+    sender_key: Mapped[str] = Column(String(128), nullable=False)
+    state: Mapped[str] = Column(String(16), nullable=False, default="bot")
+    started_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    last_message_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+    resident: Mapped[Resident | None] = relationship("Resident", back_populates="conversations")
+    messages: Mapped[list[Message]] = relationship(
+        "Message", back_populates="conversation", order_by="Message.id"
+    )
+
+    def __repr__(self) -> str:
+        return f"<Conversation {self.id} {self.channel} {self.state}>"
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint(_one_of("direction", DIRECTIONS), name="direction"),
+        CheckConstraint(_one_of("channel", CHANNELS), name="channel"),
+        # Webhook retries carry the same provider id; the second insert must fail.
+        UniqueConstraint("channel", "provider_message_id"),
+    )
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = Column(
+        Integer, ForeignKey("conversations.id"), nullable=False, index=True
+    )
+    direction: Mapped[str] = Column(String(3), nullable=False)
+    channel: Mapped[str] = Column(String(16), nullable=False)
+    text: Mapped[str] = Column(Text, nullable=False, default="")
+    provider_message_id: Mapped[str | None] = Column(String(128), nullable=True)
+    payload: Mapped[dict[str, Any] | None] = Column(JSON, nullable=True)
+    created_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+    conversation: Mapped[Conversation] = relationship("Conversation", back_populates="messages")
+
+    def __repr__(self) -> str:
+        return f"<Message {self.id} {self.direction} {self.channel}>"
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        CheckConstraint(_one_of("urgency", URGENCIES), name="urgency"),
+        CheckConstraint(_one_of("channel", CHANNELS), name="channel"),
+        CheckConstraint(_one_of("status", TICKET_STATUSES), name="status"),
+        Index("ix_tickets_resident_id_status", "resident_id", "status"),
+    )
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    number: Mapped[str] = Column(String(20), nullable=False, unique=True)
+    resident_id: Mapped[int | None] = Column(Integer, ForeignKey("residents.id"), nullable=True)
+    conversation_id: Mapped[int | None] = Column(
+        Integer, ForeignKey("conversations.id"), nullable=True
+    )
+    category: Mapped[str] = Column(String(32), nullable=False, index=True)
+    lead_department: Mapped[str] = Column(String(32), nullable=False)
+    description: Mapped[str] = Column(Text, nullable=False)
+    building: Mapped[str | None] = Column(String(16), nullable=True)
+    unit: Mapped[str | None] = Column(String(16), nullable=True)
+    room: Mapped[str | None] = Column(String(16), nullable=True)
+    floor: Mapped[str | None] = Column(String(16), nullable=True)
+    address_text: Mapped[str | None] = Column(String(255), nullable=True)
+    contact_phone: Mapped[str | None] = Column(String(20), nullable=True)
+    time_window: Mapped[str | None] = Column(String(64), nullable=True)
+    urgency: Mapped[str] = Column(String(2), nullable=False)
+    urgency_reason: Mapped[str | None] = Column(String(255), nullable=True)
+    channel: Mapped[str] = Column(String(16), nullable=False)
+    status: Mapped[str] = Column(String(16), nullable=False, index=True)
+    created_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+    resident: Mapped[Resident | None] = relationship("Resident", back_populates="tickets")
+    conversation: Mapped[Conversation | None] = relationship("Conversation")
+    events: Mapped[list[TicketEvent]] = relationship(
+        "TicketEvent", back_populates="ticket", order_by="TicketEvent.id"
+    )
+    rating: Mapped[Rating | None] = relationship("Rating", back_populates="ticket", uselist=False)
+
+    def __repr__(self) -> str:
+        return f"<Ticket {self.number} {self.status}>"
+
+
+class TicketEvent(Base):
+    """One entry of a ticket's append-only history; never updated or deleted."""
+
+    __tablename__ = "ticket_events"
+    __table_args__ = (Index("ix_ticket_events_ticket_id_at", "ticket_id", "at"),)
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = Column(Integer, ForeignKey("tickets.id"), nullable=False)
+    kind: Mapped[str] = Column(String(32), nullable=False)
+    actor: Mapped[str] = Column(String(64), nullable=False)
+    data: Mapped[dict[str, Any]] = Column(JSON, nullable=False, default=dict)
+    at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+    ticket: Mapped[Ticket] = relationship("Ticket", back_populates="events")
+
+    def __repr__(self) -> str:
+        return f"<TicketEvent {self.id} {self.kind}>"
+
+
+@event.listens_for(TicketEvent, "before_update")
+def _refuse_event_update(_mapper: Any, _connection: Any, target: TicketEvent) -> None:
+    raise AppendOnlyError(
+        f"ticket event {target.id} is append-only; record a new event instead of editing it"
+    )
+
+
+@event.listens_for(TicketEvent, "before_delete")
+def _refuse_event_delete(_mapper: Any, _connection: Any, target: TicketEvent) -> None:
+    raise AppendOnlyError(
+        f"ticket event {target.id} is append-only; record a new event instead of deleting it"
+    )
+
+
+class Rating(Base):
+    __tablename__ = "ratings"
+    __table_args__ = (CheckConstraint("score BETWEEN 1 AND 5", name="score"),)
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = Column(Integer, ForeignKey("tickets.id"), nullable=False, unique=True)
+    score: Mapped[int] = Column(Integer, nullable=False)
+    comment: Mapped[str | None] = Column(Text, nullable=True)
+    at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+    ticket: Mapped[Ticket] = relationship("Ticket", back_populates="rating")
+
+
+class TicketCounter(Base):
+    """Last ticket sequence number handed out per Asia/Shanghai calendar day."""
+
+    __tablename__ = "ticket_counters"
+
+    day: Mapped[str] = Column(String(8), primary_key=True)
+    value: Mapped[int] = Column(Integer, nullable=False)

@@ -1,0 +1,1 @@
+"""Chinese NLU pieces for Linli: normalisation, safety rules, entity rules, Rasa components."""

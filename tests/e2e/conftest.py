@@ -1,0 +1,82 @@
+"""The whole stack — Rasa server, action server, hub — on loopback ports, on a fresh database."""
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import sessionmaker
+
+from bot.db import make_engine, make_session_factory
+from bot.migrate import upgrade
+from bot.runner import Ports, Stack
+from bot.training import ensure_model
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningStack:
+    base_url: str
+    sessions: sessionmaker
+    log_dir: Path
+
+    def post(self, path: str, body: Any, *, raw: bytes | None = None) -> tuple[int, dict]:
+        data = raw if raw is not None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def get(self, path: str) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(self.base_url + path, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def say(self, sender: str, text: str, *, channel: str = "sms",
+            message_id: str | None = None) -> list[str]:
+        body = {"channel": channel, "sender": sender, "text": text}
+        if message_id:
+            body["message_id"] = message_id
+        status, answer = self.post("/api/messages", body)
+        assert status == 200, answer
+        return answer["replies"]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    root = tmp_path_factory.mktemp("stack")
+    database_url = f"sqlite:///{root / 'linli.db'}"
+    upgrade(database_url)
+    model, _ = ensure_model()
+    ports = Ports(hub=free_port(), rasa=free_port(), actions=free_port())
+    running = Stack(model=model, ports=ports, env={"DATABASE_URL": database_url},
+                    log_dir=root / "logs")
+    running.start()
+    try:
+        running.wait_ready(timeout_s=300)
+        engine = make_engine(database_url)
+        yield RunningStack(base_url=f"http://127.0.0.1:{ports.hub}",
+                           sessions=make_session_factory(engine), log_dir=root / "logs")
+        engine.dispose()
+    except Exception:
+        for log in sorted((root / "logs").glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+        raise
+    finally:
+        running.stop()
