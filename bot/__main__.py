@@ -76,13 +76,19 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from routing.catalogue import load_catalogue
     from bot.settings import Settings
 
+    # Rasa logs to stdout; only our JSON lines may go there, so stdout's file descriptor
+    # is kept for them and everything else written to it goes to stderr.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     agent = load_agent()
     catalogue = load_catalogue(Settings.from_env().catalogue_path)
     asyncio.set_event_loop(asyncio.new_event_loop())
     for line in sys.stdin:
         if not line.strip():
             continue
-        print(json.dumps(classify_line(agent, catalogue, line), ensure_ascii=False), flush=True)
+        out.write(json.dumps(classify_line(agent, catalogue, line), ensure_ascii=False) + "\n")
+        out.flush()
     return 0
 
 

@@ -59,11 +59,6 @@ def clean_text(raw: str) -> str:
     return re.sub(r"[ \t\r\n]+", " ", cleaned).strip()
 
 
-def has_words(cleaned: str) -> bool:
-    """Tell whether a message has any letter or digit (emoji and punctuation alone do not count)."""
-    return any(unicodedata.category(ch)[0] in "LN" for ch in cleaned)
-
-
 class RasaUnavailable(RuntimeError):
     """The Rasa server did not answer; the message is stored and the resident told to retry."""
 
@@ -110,11 +105,10 @@ class Hub:
         if duplicate:
             return Outcome([], conversation_id, state, duplicate=True)
 
-        if not has_words(cleaned) and not inbound.payload:
-            if cleaned:  # emoji or punctuation only: let the bot try, it will ask politely
-                pass
-            else:
-                return await self._answer(conversation_id, [domain_text("utter_empty_message")])
+        # Emoji or punctuation alone still go to the bot, which asks politely; nothing at all
+        # is answered here.
+        if not cleaned and not inbound.payload:
+            return await self._answer(conversation_id, [domain_text("utter_empty_message")])
         if state in ("queued", "agent"):
             return await self._answer(conversation_id, [domain_text("utter_queued_ack")])
 

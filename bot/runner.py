@@ -1,6 +1,7 @@
 """Start and supervise Linli's processes: Rasa server, action server and the hub."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -54,7 +55,8 @@ class Stack:
         return {
             "actions": [sys.executable, "-m", "rasa_sdk", "--actions", "actions",
                         "--port", str(self.ports.actions)],
-            "rasa": [sys.executable, "-m", "rasa", "run", "--enable-api", "--model", str(self.model),
+            "rasa": [sys.executable, "-m", "bot.rasa_server", "run", "--enable-api",
+                     "--model", str(self.model),
                      "--endpoints", "endpoints.yml", "--credentials", str(credentials),
                      "--interface", self.host, "--port", str(self.ports.rasa)],
             "hub": [sys.executable, "-m", "bot", "serve", "--host", self.host,
@@ -100,6 +102,19 @@ class Stack:
             if pending:
                 time.sleep(0.5)
 
+    def warm_up(self) -> None:
+        """Send Rasa a short conversation so the first resident does not pay for lazy loading."""
+        url = f"http://{self.host}:{self.ports.rasa}/webhooks/rest/webhook"
+        for text in ("你好", "电梯坏了", "再见"):
+            body = json.dumps({"sender": "linli-warm-up", "message": text}).encode()
+            request = urllib.request.Request(url, data=body,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30):
+                    pass
+            except (urllib.error.URLError, OSError):
+                return
+
     def stop(self) -> None:
         """Stop every process, politely first."""
         for process in self.processes.values():
@@ -140,6 +155,7 @@ def run_all() -> int:
     stack.start()
     try:
         stack.wait_ready()
+        stack.warm_up()
         base = f"http://{settings.host}:{settings.port}"
         print(
             f"\n邻里 Linli is ready in {time.monotonic() - started:.0f} s\n"

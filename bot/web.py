@@ -1,4 +1,8 @@
-"""The hub's HTTP face: web chat (websockets), the message API and the ticket API."""
+"""The hub's HTTP face: web chat (websockets), the message API and the ticket API.
+
+Served with aiohttp: its websocket server works on Python 3.11, where the one in
+Sanic 21.12 (Rasa's pin) fails on every receive.
+"""
 from __future__ import annotations
 
 import json
@@ -7,8 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sanic import Request, Sanic, response
-from sanic.response import HTTPResponse
+from aiohttp import WSMsgType, web
 
 from bot.app import App, build_app
 from bot.db import session_scope
@@ -51,86 +54,96 @@ def parse_message_request(body: Any) -> Inbound:
     )
 
 
-def create_web_app(app: App | None = None, *, name: str = "linli") -> Sanic:
-    """Build the Sanic application around one hub."""
-    web = Sanic(name)
-    web.config.REQUEST_MAX_SIZE = 1_000_000
-    web.config.WEBSOCKET_MAX_SIZE = 256_000
-    web.config.FALLBACK_ERROR_FORMAT = "json"
-    state: dict[str, Any] = {}
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status,
+                             dumps=lambda value: json.dumps(value, ensure_ascii=False))
 
-    @web.listener("before_server_start")
-    async def start(_web: Sanic, _loop: Any) -> None:
-        state["app"] = app or build_app()
-        state["hub"] = Hub(state["app"], RasaClient(state["app"].settings.rasa_url))
 
-    @web.listener("after_server_stop")
-    async def stop(_web: Sanic, _loop: Any) -> None:
-        await state["hub"].close()
+def create_web_app(app: App | None = None) -> web.Application:
+    """Build the aiohttp application around one hub."""
+    server = web.Application(client_max_size=1_000_000)
+    hub_key: web.AppKey[Hub] = web.AppKey("hub", Hub)
+    app_key: web.AppKey[App] = web.AppKey("app", App)
 
-    @web.get("/")
-    async def chat_page(_request: Request) -> HTTPResponse:
-        return await response.file(STATIC / "chat.html", mime_type="text/html; charset=utf-8")
+    async def start(server: web.Application) -> None:
+        server[app_key] = app or build_app()
+        server[hub_key] = Hub(server[app_key], RasaClient(server[app_key].settings.rasa_url))
 
-    @web.get("/health")
-    async def health(_request: Request) -> HTTPResponse:
-        return response.json({"status": "ok"})
+    async def stop(server: web.Application) -> None:
+        await server[hub_key].close()
 
-    @web.post("/api/messages")
-    async def post_message(request: Request) -> HTTPResponse:
+    async def chat_page(_request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "chat.html",
+                                headers={"Content-Type": "text/html; charset=utf-8"})
+
+    async def health(_request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def post_message(request: web.Request) -> web.Response:
         try:
-            body = json.loads(request.body or b"null")
+            body = json.loads(await request.read() or b"null")
             inbound = parse_message_request(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            return response.json({"error": str(exc) if isinstance(exc, BadRequest) else
-                                  "the body must be UTF-8 JSON"}, status=400)
-        outcome = await state["hub"].handle(inbound)
-        return response.json({
+            message = str(exc) if isinstance(exc, BadRequest) else "the body must be UTF-8 JSON"
+            return _json({"error": message}, status=400)
+        outcome = await request.app[hub_key].handle(inbound)
+        return _json({
             "replies": outcome.replies,
             "conversation_id": outcome.conversation_id,
             "state": outcome.state,
             "duplicate": outcome.duplicate,
         })
 
-    @web.get("/api/tickets/<number>")
-    async def get_ticket(_request: Request, number: str) -> HTTPResponse:
-        current: App = state["app"]
+    async def get_ticket(request: web.Request) -> web.Response:
+        number = request.match_info["number"]
+        current = request.app[app_key]
         with session_scope(current.sessions) as session:
             ticket = get_ticket_by_number(session, number=number)
             if ticket is None:
-                return response.json(
+                return _json(
                     {"error": f"no work order {number!r}; numbers look like GD20261128-0007"},
                     status=404,
                 )
-            return response.json(ticket_as_dict(ticket), ensure_ascii=False)
+            return _json(ticket_as_dict(ticket, catalogue=current.catalogue))
 
-    @web.websocket("/ws")
-    async def chat_socket(request: Request, ws: Any) -> None:
-        sid = request.args.get("sid", "")
+    async def chat_socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=256_000, heartbeat=30)
+        await ws.prepare(request)
+        sid = request.query.get("sid", "")
         if not _SENDER.match(sid):
-            await ws.send(json.dumps({"type": "error", "text": "缺少会话编号，请刷新页面。"},
-                                     ensure_ascii=False))
-            return
-        while True:
-            frame = await ws.recv()
-            if frame is None:
-                return
+            await ws.send_str(json.dumps({"type": "error", "text": "缺少会话编号，请刷新页面。"},
+                                         ensure_ascii=False))
+            await ws.close()
+            return ws
+        async for frame in ws:
+            if frame.type != WSMsgType.TEXT:
+                continue
             try:
-                data = json.loads(frame)
+                data = json.loads(frame.data)
                 text = data.get("text", "") if isinstance(data, dict) else ""
                 if not isinstance(text, str):
-                    raise ValueError
-            except (ValueError, TypeError):
-                text = frame if isinstance(frame, str) else ""
-            outcome = await state["hub"].handle(
+                    raise ValueError("text must be a string")
+            except ValueError:
+                text = frame.data  # a plain-text frame is still the resident's words
+            outcome = await request.app[hub_key].handle(
                 Inbound(channel="web", sender_key=f"web-{sid}", text=text[:MAX_TEXT_CHARS])
             )
             for reply in outcome.replies:
-                await ws.send(json.dumps({"type": "bot", "text": reply}, ensure_ascii=False))
+                await ws.send_str(json.dumps({"type": "bot", "text": reply}, ensure_ascii=False))
+        return ws
 
-    return web
+    server.on_startup.append(start)
+    server.on_cleanup.append(stop)
+    server.add_routes([
+        web.get("/", chat_page),
+        web.get("/health", health),
+        web.post("/api/messages", post_message),
+        web.get("/api/tickets/{number}", get_ticket),
+        web.get("/ws", chat_socket),
+    ])
+    return server
 
 
 def serve(host: str, port: int) -> None:
     """Run the hub web server in this process."""
-    create_web_app().run(host=host, port=port, access_log=False, workers=1)
+    web.run_app(create_web_app(), host=host, port=port, access_log=None, print=None)

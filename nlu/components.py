@@ -9,9 +9,11 @@ it adds no features.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
 import time
+from pathlib import Path
 from typing import Any
 
 from rasa.engine.graph import ExecutionContext, GraphComponent
@@ -26,7 +28,7 @@ from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from nlu.extractors import extract_entities
+from nlu.extractors import extract_entities, warm_up
 from nlu.normalize import normalize
 from nlu.request_model import ModelConfig, RequestModel, decide
 from nlu.safety import detect_emergency
@@ -36,6 +38,18 @@ logger = logging.getLogger(__name__)
 ORIGINAL_TEXT = "original_text"
 CATEGORY = "category"
 _MODEL_FILE = "request_model.pkl"
+
+
+def _source_fingerprint(*modules: str) -> str:
+    """Hash the source of helper modules, so Rasa's training cache sees their edits.
+
+    Rasa fingerprints a node by its component class source and config only; without
+    this, an edit to nlu/normalize.py would reuse stale cached training output.
+    """
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update((Path(__file__).parent / f"{module}.py").read_bytes())
+    return digest.hexdigest()
 
 
 def _normalizable(message: Message) -> bool:
@@ -52,6 +66,11 @@ class ChineseNormalizer(GraphComponent):
     def get_default_config() -> dict[str, Any]:
         """Return the default config (the component has no options)."""
         return {}
+
+    @classmethod
+    def fingerprint_addon(cls, config: dict[str, Any]) -> str | None:
+        """Return a hash of nlu/normalize.py."""
+        return _source_fingerprint("normalize")
 
     @classmethod
     def create(
@@ -109,7 +128,8 @@ class CommunityEntityExtractor(GraphComponent, EntityExtractorMixin):
         resource: Resource,
         execution_context: ExecutionContext,
     ) -> CommunityEntityExtractor:
-        """Create the component."""
+        """Create the component and build the spaCy matcher now rather than on message one."""
+        warm_up()
         return cls({**cls.get_default_config(), **config})
 
     def process(self, messages: list[Message]) -> list[Message]:
@@ -135,9 +155,9 @@ class RequestClassifier(GraphComponent, IntentClassifier):
         return {
             "classifier": "linear_svc",
             "C": None,
-            "char_ngram_range": [1, 3],
-            "use_tokens": True,
-            "nb_alpha": 0.3,
+            "char_ngram_range": [1, 2],
+            "token_weight": 0.3,
+            "nb_alpha": 3.0,
             "softmax_scale": 5.0,
             "random_state": 42,
             "ranking_length": 10,
@@ -151,6 +171,8 @@ class RequestClassifier(GraphComponent, IntentClassifier):
                 "request_human",
             ],
             "collapse_first": True,
+            "min_label_probability": 0.15,
+            "min_known_fraction": 0.5,
         }
 
     def __init__(
@@ -174,12 +196,17 @@ class RequestClassifier(GraphComponent, IntentClassifier):
             estimator=config["classifier"],
             char_ngram_min=int(low),
             char_ngram_max=int(high),
-            use_tokens=bool(config["use_tokens"]),
+            token_weight=float(config["token_weight"]),
             c=None if config["C"] is None else float(config["C"]),
             nb_alpha=float(config["nb_alpha"]),
             softmax_scale=float(config["softmax_scale"]),
             random_state=int(config["random_state"]),
         )
+
+    @classmethod
+    def fingerprint_addon(cls, config: dict[str, Any]) -> str | None:
+        """Return a hash of nlu/request_model.py."""
+        return _source_fingerprint("request_model")
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> None:
@@ -252,8 +279,10 @@ class RequestClassifier(GraphComponent, IntentClassifier):
         if self._model is None or not messages:
             return messages
         texts = [m.get(TEXT) or "" for m in messages]
-        probabilities = self._model.predict_proba(texts, [_tokens(m) for m in messages])
-        for message, text, row in zip(messages, texts, probabilities, strict=True):
+        tokens = [_tokens(m) for m in messages]
+        probabilities = self._model.predict_proba(texts, tokens)
+        for message, text, words, row in zip(messages, texts, tokens, probabilities, strict=True):
+            known = self._model.known_fraction(words)
             decision = decide(
                 self._model.labels,
                 row.tolist(),
@@ -263,6 +292,9 @@ class RequestClassifier(GraphComponent, IntentClassifier):
                 ranking_length=self._config["ranking_length"],
                 category_ranking_length=self._config["category_ranking_length"],
                 collapse_first=self._config["collapse_first"],
+                min_label_probability=self._config["min_label_probability"],
+                known_fraction=known,
+                min_known_fraction=self._config["min_known_fraction"],
             )
             message.set(
                 INTENT,

@@ -13,21 +13,10 @@ import unicodedata
 
 __all__ = ["normalize", "chinese_to_arabic", "extract_digits", "NUMERAL_CHARS"]
 
+# fmt: off
 _DIGITS: dict[str, int] = {
-    "零": 0,
-    "〇": 0,
-    "洞": 0,
-    "一": 1,
-    "幺": 1,
-    "二": 2,
-    "两": 2,
-    "三": 3,
-    "四": 4,
-    "五": 5,
-    "六": 6,
-    "七": 7,
-    "八": 8,
-    "九": 9,
+    "零": 0, "〇": 0, "洞": 0, "一": 1, "幺": 1, "二": 2, "两": 2,
+    "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9,
 }
 _UNITS: dict[str, int] = {"十": 10, "百": 100, "千": 1000, "万": 10000}
 NUMERAL_CHARS = "".join(_DIGITS) + "".join(_UNITS)
@@ -35,68 +24,26 @@ _RUN = re.compile(f"[{NUMERAL_CHARS}]+")
 
 # Words that hold numeral characters but are not numbers. They are copied verbatim
 # and so also split a run: 五零一一直漏水 keeps 一直 and converts 五零一.
-_PROTECTED = re.compile(
-    "|".join(
-        [
-            r"一直",
-            r"一下(?!午)",
-            r"一起",
-            r"一样",
-            r"一些",
-            r"一般",
-            r"一定",
-            r"一共",
-            r"一切",
-            r"一边",
-            r"一会",
-            r"一旦",
-            r"一向",
-            r"一律",
-            r"一致",
-            r"一概",
-            r"一番",
-            r"一阵",
-            r"一再",
-            r"一连",
-            r"一度",
-            r"一同",
-            r"一齐",
-            r"一并",
-            r"一口气",
-            r"一点[儿也都点不没]",
-            r"一大[早堆半片]",
-            r"一整[天晚夜]",
-            r"一天到晚",
-            r"一模一样",
-            r"一层一层",
-            r"一五一十",
-            r"一清二楚",
-            r"独一无二",
-            r"说一不二",
-            r"一塌糊涂",
-            r"七上八下",
-            r"乱七八糟",
-            r"七七八八",
-            r"三三两两",
-            r"三番五次",
-            r"五颜六色",
-            r"十全十美",
-            r"万无一失",
-            r"千万",
-            r"万万",
-            r"(?<![点零〇一二两三四五六七八九])十分",
-            r"百分之",
-            r"[统万唯同单逐专划归合]一",
-            r"[之其]一",
-            r"不一[样定]?",
-        ]
-    )
-)
+_PROTECTED = re.compile("|".join([
+    r"一直", r"一下(?!午)", r"一起", r"一样", r"一些", r"一般", r"一定", r"一共", r"一切",
+    r"一边", r"一会", r"一旦", r"一向", r"一律", r"一致", r"一概", r"一番", r"一阵", r"一再",
+    r"一连", r"一度", r"一同", r"一齐", r"一并", r"一口气", r"一点[儿也都点不没]",
+    r"一大[早堆半片]", r"一整[天晚夜]", r"一天到晚", r"一模一样", r"一层一层", r"一五一十",
+    r"一清二楚", r"独一无二", r"说一不二", r"一塌糊涂", r"七上八下", r"乱七八糟", r"七七八八",
+    r"三三两两", r"三番五次", r"五颜六色", r"十全十美", r"万无一失", r"千万", r"万万",
+    r"(?<![点零〇一二两三四五六七八九])十分", r"百分之", r"[统万唯同单逐专划归合]一",
+    r"[之其]一", r"不一[样定]?", r"两层楼?[中之]间",
+]))
+# fmt: on
 
 # Address and room suffixes: a numeral run directly before one of these is a number.
 _ADDRESS_SUFFIX = re.compile(r"多?(?:号|栋|幢|单元|楼|层|室|期|区|弄)")
 # 一层灰 is "a layer of dust", 一楼道 is "the whole stairwell", 一房间 "a roomful".
-_LAYER_NOUN = re.compile(r"层[灰水油皮膜雪冰土霜锈泥纸布层一]|楼[道梯]")
+_LAYER_NOUN = re.compile(r"层[灰水油皮膜雪冰土霜锈泥纸布层一白黑黄绿毛垢薄厚]|楼[道梯]")
+# 厚厚一层, 加盖了一层, 盖了两层小楼: a count of layers or storeys, not a floor number.
+_STOREY_COUNT_BEFORE = re.compile(r"[了厚薄共盖建铺刷涂高]$")
+# 第一栋 is "the first building" (a position), not building No. 1.
+_ORDINAL_BUILDING = re.compile(r"[栋幢座排]")
 # What follows 点 when it is a clock time.
 _CLOCK_AFTER = re.compile(
     r"点(?:半|钟|整|多|左右|以后|之后|以前|之前|前|后|到|至|-|~|或|[0-9零〇一二三四五六七八九十]+分|[一三]刻)"
@@ -242,6 +189,10 @@ def _convert_run(run: str, left: str, right: str) -> str:
     if _ADDRESS_SUFFIX.match(right):
         if run in ("一", "两") and _LAYER_NOUN.match(right):
             return run  # 一层灰, 一楼道: a quantity, not a floor
+        if right.startswith("层") and _STOREY_COUNT_BEFORE.search(left):
+            return run
+        if left.endswith("第") and _ORDINAL_BUILDING.match(right):
+            return run
         return value
     if digit_by_digit and len(run) >= 3 and not _is_counting(run, right):
         return value

@@ -70,6 +70,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     running.start()
     try:
         running.wait_ready(timeout_s=300)
+        running.warm_up()
         engine = make_engine(database_url)
         yield RunningStack(base_url=f"http://127.0.0.1:{ports.hub}",
                            sessions=make_session_factory(engine), log_dir=root / "logs")

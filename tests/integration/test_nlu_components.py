@@ -174,3 +174,12 @@ def test_unknown_classifier_name_fails_at_config_time() -> None:
 
     with pytest.raises(UnknownEstimatorError, match="linear_svc"):
         RequestClassifier.validate_config({"classifier": "xgboost"})
+
+
+def test_fingerprints_follow_the_helper_modules() -> None:
+    from nlu.components import ChineseNormalizer, RequestClassifier
+
+    normalizer = ChineseNormalizer.fingerprint_addon({})
+    classifier = RequestClassifier.fingerprint_addon({})
+    assert normalizer and classifier and normalizer != classifier
+    assert normalizer == ChineseNormalizer.fingerprint_addon({"anything": 1})

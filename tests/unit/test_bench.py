@@ -113,7 +113,7 @@ def test_proc_parsing():
 def _run(path: str, concurrency: int, p50: float, p95: float, per_s: float,
          *, confirmed: int = 10, written: int = 10, errors: int = 0) -> dict:
     return {"path": path, "concurrency": concurrency, "conversations": confirmed,
-            "turns": {"count": 30, "p50_ms": p50, "p95_ms": p95, "p99_ms": p95, "max_ms": p95,
+            "turns": {"count": 30, "mean_ms": p50 * 1.25, "p50_ms": p50, "p95_ms": p95, "p99_ms": p95, "max_ms": p95,
                       "per_s": per_s},
             "errors": errors, "confirmed": confirmed, "tickets_written": written,
             "cpu_ms_per_turn": {"rasa": 80.0}}
@@ -123,8 +123,8 @@ def test_overhead_compares_hub_with_direct_rasa_per_level():
     rows = overhead_rows([_run("hub", 20, 120.0, 300.0, 8.0),
                           _run("direct Rasa", 20, 100.0, 200.0, 10.0),
                           _run("hub, 2 s think time", 20, 50.0, 60.0, 3.0)])
-    assert rows == [{"concurrency": 20, "p50_ratio": 1.2, "p95_ratio": 1.5,
-                     "throughput_ratio": 0.8, "p50_overhead_ms": 20.0}]
+    assert rows == [{"concurrency": 20, "mean_ratio": 1.2, "p50_ratio": 1.2, "p95_ratio": 1.5,
+                     "throughput_ratio": 0.8, "mean_overhead_ms": 25.0}]
 
 
 def test_targets_mark_misses_and_ticket_mismatches():
@@ -138,8 +138,11 @@ def test_targets_mark_misses_and_ticket_mismatches():
     assert results["tickets written = conversations reaching 对 (every run)"] == "miss"
     assert results["model training (--force)"] == "pass"
     assert results["stack start-up to all healthy"] == "miss"
-    markdown = render_markdown({**report, "targets": target_rows(report)})
+    markdown = render_markdown({**report, "targets": target_rows(report),
+                                "overhead": overhead_rows(report["load"]),
+                                "memory": [{"process": "rasa", "rss_mb": 690.4, "hwm_mb": 700.0}]})
     assert "❌ miss" in markdown and "✅ pass" in markdown and "400.0 ms" in markdown
+    assert "rasa 690 / 700 MB" in markdown
 
 
 def test_ticket_check_passes_only_when_every_run_matches():

@@ -6,7 +6,7 @@ import pytest
 from actions.followup import addition_in
 from actions.handoff import consecutive_fallbacks
 from bot.community import CommunityError, load_community
-from bot.hub import clean_text, has_words
+from bot.hub import clean_text
 from bot.reports import ReportDraft, location_problem, required_fields, summary
 from bot.triage import triage
 from bot.web import BadRequest, parse_message_request
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.unit
 ])
 def test_clean_text(raw: str, cleaned: str) -> None:
     assert clean_text(raw) == cleaned
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("电梯坏了", True), ("501", True), ("😀😀", False), ("？！…", False), ("", False),
-])
-def test_has_words(text: str, expected: bool) -> None:
-    assert has_words(text) is expected
 
 
 def test_message_request_validation() -> None:

@@ -61,6 +61,11 @@ CASES: list[tuple[str, list[tuple[str, str]]]] = [
     ),
     ("电梯卡在八楼和九楼之间了", [("emergency", "trapped"), ("floor", "8"), ("floor", "9")]),
     ("三号楼有股煤气味", [("building", "3"), ("emergency", "gas")]),
+    (
+        "我妈住在九号楼二单元四零二 楼上的老是找她麻烦",
+        [("building", "9"), ("unit", "2"), ("room", "402")],
+    ),
+    ("隔壁装修电钻从早上七点钻到现在", [("time", "早上7点")]),
 ]
 
 NOTHING: list[str] = [

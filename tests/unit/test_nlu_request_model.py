@@ -176,3 +176,50 @@ def test_predict_before_fit_says_what_to_do() -> None:
 def test_fit_needs_two_intents() -> None:
     with pytest.raises(ValueError, match="two intents"):
         RequestModel().fit(["你好", "您好"], [["你好"], ["您好"]], ["greet", "greet"])
+
+
+FLAT = [1 / len(LABELS)] * len(LABELS)
+
+
+def test_unfamiliar_text_is_not_a_confident_report() -> None:
+    decision = decide(LABELS, FLAT, min_label_probability=0.2)
+    assert decision.confidence == pytest.approx(1 / len(LABELS))
+    assert decision.intent != "report_emergency"
+    assert not decision.is_report
+
+
+def test_unfamiliar_text_with_an_emergency_rule_is_still_an_emergency() -> None:
+    decision = decide(
+        LABELS, [0.1, 0.1, 0.3, 0.2, 0.2, 0.1], emergency_kind="gas", min_label_probability=0.5
+    )
+    assert decision.intent == "report_emergency"
+    assert decision.confidence == pytest.approx(0.5)
+
+
+def test_familiarity_gate_can_be_switched_off() -> None:
+    decision = decide(LABELS, FLAT, min_label_probability=0.0)
+    assert decision.intent == "report_problem"  # three of six flat labels are reports
+    assert decision.confidence == pytest.approx(0.5)
+
+
+def test_mostly_unknown_words_are_not_a_confident_report() -> None:
+    labels = ["report_water_leak", "report_heating", "greet"]
+    probabilities = [0.5, 0.3, 0.2]
+    familiar = decide(labels, probabilities, known_fraction=1.0)
+    assert familiar.intent == "report_problem" and familiar.confidence == pytest.approx(0.8)
+    unknown = decide(labels, probabilities, known_fraction=0.0)
+    assert unknown.confidence == 0.0
+    partly = decide(labels, probabilities, known_fraction=0.4)
+    assert partly.confidence == pytest.approx(0.5 * 0.4)
+    # A safety cue is never silenced by unfamiliar words.
+    urgent = decide(labels, probabilities, known_fraction=0.0, emergency_kind="fire")
+    assert urgent.intent == "report_emergency" and urgent.confidence > 0.5
+
+
+def test_known_fraction_counts_words_seen_in_training() -> None:
+    model = RequestModel()
+    model.fit(["电梯坏了", "你好"], [["电梯", "坏", "了"], ["你好"]], ["report_elevator_fault", "greet"])
+    assert model.known_fraction(["电梯", "坏", "了"]) == 1.0
+    assert model.known_fraction(["zxcv", "qwer"]) == 0.0
+    assert model.known_fraction(["电梯", "broken"]) == 0.5
+    assert model.known_fraction([" ", "？"]) == 1.0
