@@ -9,14 +9,16 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.context import REPORT_SLOTS, app, session, turn_of
-from bot.reports import ReportDraft, find_ticket, location_problem, required_fields, submit_report, summary
-from bot.tickets import (
-    STATUS_LABELS,
-    TicketError,
-    cancel_ticket,
-    format_location,
-    update_location,
+from bot.reports import (
+    ReportDraft,
+    find_ticket,
+    location_problem,
+    required_fields,
+    submit_report,
+    summary,
 )
+from bot.ticket_view import format_location
+from bot.tickets import STATUS_LABELS, TicketError, cancel_ticket, update_location
 from bot.triage import triage
 
 _FIELD_SLOTS = {

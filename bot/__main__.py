@@ -73,8 +73,8 @@ def classify_line(agent: Any, catalogue: Any, line: str) -> dict[str, Any]:
 
 def _cmd_classify(args: argparse.Namespace) -> int:
     from bot.nluservice import load_agent
-    from routing.catalogue import load_catalogue
     from bot.settings import Settings
+    from routing.catalogue import load_catalogue
 
     # Rasa logs to stdout; only our JSON lines may go there, so stdout's file descriptor
     # is kept for them and everything else written to it goes to stderr.

@@ -1,10 +1,10 @@
 """Composition root: build the engine, session factory, catalogue and community once."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Callable
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
@@ -17,7 +17,7 @@ from routing.catalogue import Catalogue, load_catalogue
 
 def utc_now() -> datetime:
     """Return the current time, timezone-aware in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class RasaClient:
                 if response.status != 200:
                     raise RasaUnavailable(f"Rasa answered HTTP {response.status}")
                 body = await response.json()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise RasaUnavailable(str(exc) or type(exc).__name__) from exc
         return [item["text"] for item in body if item.get("text")]
 

@@ -11,13 +11,12 @@ from sqlalchemy.orm import Session
 from bot.community import Community
 from bot.conversations import find_or_create_resident
 from bot.models import Conversation, Resident, Ticket
+from bot.ticket_view import format_location, mask_phone
 from bot.tickets import (
     OPEN_STATUSES,
     create_ticket,
-    format_location,
     get_ticket_by_number,
     latest_open_ticket_for_resident,
-    mask_phone,
 )
 from routing.catalogue import Catalogue
 

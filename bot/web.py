@@ -17,7 +17,8 @@ from bot.app import App, build_app
 from bot.db import session_scope
 from bot.hub import Hub, Inbound, RasaClient
 from bot.models import CHANNELS
-from bot.tickets import get_ticket_by_number, ticket_as_dict
+from bot.ticket_view import ticket_as_dict
+from bot.tickets import get_ticket_by_number
 
 log = logging.getLogger(__name__)
 

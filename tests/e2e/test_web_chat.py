@@ -33,7 +33,7 @@ def test_websocket_conversation_creates_an_order(stack):
                 while True:
                     try:
                         extra = await asyncio.wait_for(ws.recv(), timeout=0.5)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
                     heard.append(json.loads(extra)["text"])
             # A frame that is not JSON is still a message, answered politely.

@@ -47,6 +47,7 @@ from bot.models import (
     TicketEvent,
 )
 from bot.settings import Secret, Settings, SettingsError
+from bot.ticket_view import ticket_as_dict, ticket_timeline
 from bot.tickets import (
     InvalidTransition,
     RatingNotAllowed,
@@ -57,8 +58,6 @@ from bot.tickets import (
     get_ticket_by_number,
     latest_open_ticket_for_resident,
     rate_ticket,
-    ticket_as_dict,
-    ticket_timeline,
     tickets_for_resident,
     transition,
     update_location,

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from bot.models import TICKET_STATUSES, Ticket, TicketEvent
+from bot.ticket_view import derive_timeline, format_location, mask_phone, ticket_timeline
 from bot.tickets import (
     STATUS_LABELS,
     TRANSITIONS,
@@ -22,13 +23,9 @@ from bot.tickets import (
     allowed_transitions,
     cancel_ticket,
     correct_ticket,
-    derive_timeline,
-    format_location,
     format_ticket_number,
-    mask_phone,
     normalize_ticket_number,
     ticket_day,
-    ticket_timeline,
     transition,
     update_location,
 )
