@@ -115,6 +115,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one command."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench-classifier"]:
+        from bot.bench_classifier import main as bench_classifier_main
+
+        return bench_classifier_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bot", description="Linli (邻里) community assistant")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -149,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="run the benchmarks")
     bench.add_argument("--out", default="var/bench")
     bench.set_defaults(func=_cmd_bench)
+
+    # Listed here for --help; its own options are parsed by bot.bench_classifier.
+    commands.add_parser(
+        "bench-classifier",
+        help="train the request classifier and a TF-IDF + linear SVM baseline on labelled CSVs",
+    )
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

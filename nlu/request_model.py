@@ -138,6 +138,9 @@ class RequestModel:
         matrix = self._features(texts, tokens, fit=False)
         if self.config.estimator == "linear_svc":
             scores = np.asarray(self.estimator.decision_function(matrix), dtype=float)
+            if scores.ndim == 1:
+                # Two labels: LinearSVC gives one margin, positive for the second label.
+                scores = np.column_stack([-scores, scores])
             return _softmax(scores * self.config.softmax_scale)
         return np.asarray(self.estimator.predict_proba(matrix), dtype=float)
 

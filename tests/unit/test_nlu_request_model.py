@@ -223,3 +223,14 @@ def test_known_fraction_counts_words_seen_in_training() -> None:
     assert model.known_fraction(["zxcv", "qwer"]) == 0.0
     assert model.known_fraction(["电梯", "broken"]) == 0.5
     assert model.known_fraction([" ", "？"]) == 1.0
+
+
+def test_two_labels_give_two_probabilities() -> None:
+    model = RequestModel(ModelConfig(estimator="linear_svc"))
+    model.fit(["电梯坏了", "电梯不动了", "你好", "您好啊"],
+              [["电梯", "坏", "了"], ["电梯", "不动", "了"], ["你好"], ["您好", "啊"]],
+              ["report_elevator_fault", "report_elevator_fault", "greet", "greet"])
+    probabilities = model.predict_proba(["电梯又坏了"], [["电梯", "又", "坏", "了"]])
+    assert probabilities.shape == (1, 2)
+    assert model.labels[int(probabilities[0].argmax())] == "report_elevator_fault"
+    assert probabilities.sum() == pytest.approx(1.0)
