@@ -1,9 +1,11 @@
 """What every action needs: the application, the resident's metadata and a session."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from rasa_sdk import Tracker
@@ -11,10 +13,13 @@ from sqlalchemy.orm import Session
 
 from bot.app import App, shared_app
 from bot.db import session_scope
+from bot.dispatch import load_learned_routes
+from bot.scheduler import open_jobstore
+from routing.learning import LearnedRoutes
 
 REPORT_SLOTS = (
     "report_category", "report_description", "report_urgency", "report_building", "report_unit",
-    "report_room", "report_floor", "report_phone", "report_time_window",
+    "report_room", "report_floor", "report_phone", "report_time_window", "report_ranking",
 )
 
 
@@ -54,6 +59,27 @@ def _int_or_none(value: Any) -> int | None:
 
 def app() -> App:
     return shared_app()
+
+
+@lru_cache(maxsize=1)
+def jobstore() -> Any:
+    """Return this process's handle on the persistent SLA job store (opened on first use)."""
+    return open_jobstore(app().settings.database_url)
+
+
+# Routes learned from finished orders change slowly; re-reading them on every dispatch
+# would cost a scan of all finished tickets per new order.
+LEARNED_ROUTES_TTL_S = 600.0
+_learned: dict[str, Any] = {"at": float("-inf"), "routes": None}
+
+
+def learned_routes() -> LearnedRoutes:
+    """Return the routes learned from finished orders, refreshed every ten minutes."""
+    if time.monotonic() - _learned["at"] > LEARNED_ROUTES_TTL_S:
+        with session() as db:
+            _learned["routes"] = load_learned_routes(db, roster=app().roster)
+        _learned["at"] = time.monotonic()
+    return _learned["routes"]
 
 
 @contextmanager

@@ -6,8 +6,9 @@ from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.context import app, session, turn_of
+from actions.context import app, jobstore, learned_routes, session, turn_of
 from bot.reports import ReportDraft, submit_report
+from bot.scheduler import schedule_sla
 from bot.tickets import record_event
 from bot.triage import EMERGENCY_URGENCY, triage
 
@@ -47,13 +48,16 @@ class ActionEmergency(Action):
         )
         with session() as db:
             ticket = submit_report(db, now=current.clock(), catalogue=current.catalogue,
-                                   draft=draft, conversation_id=turn.conversation_id,
-                                   resident_id=turn.resident_id)
+                                   roster=current.roster, draft=draft,
+                                   conversation_id=turn.conversation_id,
+                                   resident_id=turn.resident_id, ranking=result.ranking,
+                                   learned=learned_routes())
             lead = current.catalogue.department(ticket.lead_department)
             record_event(db, ticket=ticket, kind="on_duty_alerted", actor="bot",
                          now=current.clock(),
                          data={"emergency": kind, "department": lead.id, "phone": lead.phone})
             number = ticket.number
+        schedule_sla(jobstore(), ticket=ticket, catalogue=current.catalogue, now=current.clock())
         dispatcher.utter_message(response="utter_emergency_ticket", number=number)
         if not draft.building:
             dispatcher.utter_message(response="utter_emergency_ask_location")

@@ -8,7 +8,8 @@ from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.context import REPORT_SLOTS, app, session, turn_of
+from actions.context import REPORT_SLOTS, app, jobstore, learned_routes, session, turn_of
+from bot.dispatch import cancel_open_orders
 from bot.reports import (
     ReportDraft,
     find_ticket,
@@ -17,6 +18,7 @@ from bot.reports import (
     submit_report,
     summary,
 )
+from bot.scheduler import schedule_sla
 from bot.ticket_view import format_location
 from bot.tickets import STATUS_LABELS, TicketError, cancel_ticket, update_location
 from bot.triage import triage
@@ -25,6 +27,11 @@ _FIELD_SLOTS = {
     "building": "report_building", "unit": "report_unit", "room": "report_room",
     "phone": "report_phone", "time_window": "report_time_window",
 }
+
+
+def ranking_from(tracker: Tracker) -> tuple[tuple[str, float], ...]:
+    """Return the classifier's category ranking kept from the report's first message."""
+    return tuple((str(name), float(p)) for name, p in tracker.get_slot("report_ranking") or ())
 
 
 def draft_from(tracker: Tracker) -> ReportDraft:
@@ -54,6 +61,7 @@ class ActionStartReport(Action):
         result = triage(tracker.latest_message, app().catalogue, text=turn.text)
         events: list[EventType] = [
             SlotSet("report_category", result.category),
+            SlotSet("report_ranking", [list(item) for item in result.ranking]),
             SlotSet("report_description", turn.text[:500]),
             SlotSet("report_urgency", result.urgency),
             SlotSet("confirm_pending", None),
@@ -146,10 +154,15 @@ class ActionHandleAffirm(Action):
         if pending == "report":
             with session() as db:
                 ticket = submit_report(db, now=current.clock(), catalogue=current.catalogue,
-                                       draft=draft_from(tracker), resident_id=turn.resident_id,
-                                       conversation_id=turn.conversation_id)
+                                       roster=current.roster, draft=draft_from(tracker),
+                                       resident_id=turn.resident_id,
+                                       conversation_id=turn.conversation_id,
+                                       ranking=ranking_from(tracker), learned=learned_routes())
                 number = ticket.number
                 department = current.catalogue.department(ticket.lead_department).name
+            # After the commit: on SQLite the job store writes through its own connection.
+            schedule_sla(jobstore(), ticket=ticket, catalogue=current.catalogue,
+                         now=current.clock())
             dispatcher.utter_message(response="utter_ticket_created", number=number,
                                      department=department)
             return [SlotSet("confirm_pending", None), SlotSet("ticket_number", number),
@@ -164,6 +177,7 @@ class ActionHandleAffirm(Action):
                         raise TicketError(number)
                     cancel_ticket(db, ticket=ticket, actor="resident", now=current.clock(),
                                   reason="居民撤销")
+                    cancel_open_orders(db, ticket=ticket, actor="resident", now=current.clock())
                 except TicketError:
                     status = STATUS_LABELS.get(ticket.status, "") if ticket else "办结"
                     dispatcher.utter_message(response="utter_ticket_closed_cannot_change",

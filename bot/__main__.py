@@ -106,6 +106,12 @@ def _cmd_eval_nlu(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_route(_args: argparse.Namespace) -> int:
+    from bot.route_cli import main as route_main
+
+    return route_main()
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from bot.bench import main as bench_main
 
@@ -145,6 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--sender", default="13800000000")
     chat.add_argument("--url", default=None, help="hub URL (default http://LINLI_HOST:LINLI_PORT)")
     chat.set_defaults(func=_cmd_chat)
+
+    commands.add_parser(
+        "route", help="read ticket JSON lines on stdin, print each dispatch plan (writes nothing)"
+    ).set_defaults(func=_cmd_route)
+
+    from bot.staff_cli import register as register_staff
+
+    register_staff(commands)
 
     evaluate = commands.add_parser("eval-nlu", help="evaluate the model on the held-out file")
     evaluate.add_argument("--file", default="tests/nlu/heldout.yml")

@@ -13,6 +13,7 @@ from bot.community import Community, load_community
 from bot.db import make_engine, make_session_factory
 from bot.settings import Settings
 from routing.catalogue import Catalogue, load_catalogue
+from routing.roster import Roster, load_roster
 
 
 def utc_now() -> datetime:
@@ -29,6 +30,7 @@ class App:
     sessions: sessionmaker
     catalogue: Catalogue
     community: Community
+    roster: Roster
     clock: Callable[[], datetime] = utc_now
 
 
@@ -36,12 +38,17 @@ def build_app(settings: Settings | None = None) -> App:
     """Build the application objects from settings (the environment by default)."""
     settings = settings or Settings.from_env()
     engine = make_engine(settings.database_url)
+    catalogue = load_catalogue(settings.catalogue_path)
+    community = load_community()
+    roster = load_roster(settings.catalogue_path.parent / "roster.yml", catalogue=catalogue,
+                         buildings=[building.number for building in community.buildings])
     return App(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
-        catalogue=load_catalogue(settings.catalogue_path),
-        community=load_community(),
+        catalogue=catalogue,
+        community=community,
+        roster=roster,
     )
 
 

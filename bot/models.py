@@ -1,4 +1,4 @@
-"""ORM models: residents, conversations, messages, work orders and their event log.
+"""ORM models: residents, conversations, messages, tickets, their event log and work orders.
 
 All timestamps are stored in UTC and come back timezone-aware on SQLite and PostgreSQL.
 Enumerated columns are plain strings guarded by CHECK constraints, which migrate more
@@ -15,12 +15,16 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
+    Unicode,
     UniqueConstraint,
     event,
     text,
@@ -43,6 +47,17 @@ TICKET_STATUSES: tuple[str, ...] = (
     "cancelled",
     "reopened",
 )
+ORDER_ROLES: tuple[str, ...] = ("lead", "assist", "verify")
+ORDER_STATUSES: tuple[str, ...] = (
+    "open",
+    "accepted",
+    "in_progress",
+    "returned",
+    "resolved",
+    "cancelled",
+)
+# Someone still owes work on these; they count towards a person's load.
+ACTIVE_ORDER_STATUSES: tuple[str, ...] = ("open", "accepted", "in_progress")
 
 # Stable constraint names let Alembic (and SQLite batch mode) find constraints again.
 NAMING_CONVENTION = {
@@ -213,6 +228,9 @@ class Ticket(Base):
         "TicketEvent", back_populates="ticket", order_by="TicketEvent.id"
     )
     rating: Mapped[Rating | None] = relationship("Rating", back_populates="ticket", uselist=False)
+    work_orders: Mapped[list[WorkOrder]] = relationship(
+        "WorkOrder", back_populates="ticket", order_by="WorkOrder.id"
+    )
 
     def __repr__(self) -> str:
         return f"<Ticket {self.number} {self.status}>"
@@ -271,3 +289,55 @@ class TicketCounter(Base):
 
     day: Mapped[str] = Column(String(8), primary_key=True)
     value: Mapped[int] = Column(Integer, nullable=False)
+
+
+class WorkOrder(Base):
+    """One department's share of a ticket: the lead, an assisting or a verifying order."""
+
+    __tablename__ = "work_orders"
+    __table_args__ = (
+        CheckConstraint(_one_of("role", ORDER_ROLES), name="role"),
+        CheckConstraint(_one_of("status", ORDER_STATUSES), name="status"),
+        CheckConstraint("attempt >= 1", name="attempt"),
+        Index("ix_work_orders_assignee_status", "assignee", "status"),
+        Index("ix_work_orders_department_status", "department", "status"),
+        # A ticket has one owner at a time, even if two returns race each other.
+        Index(
+            "uq_work_orders_active_lead",
+            "ticket_id",
+            unique=True,
+            sqlite_where=text("role = 'lead' AND status IN ('open', 'accepted', 'in_progress')"),
+            postgresql_where=text(
+                "role = 'lead' AND status IN ('open', 'accepted', 'in_progress')"
+            ),
+        ),
+    )
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = Column(Integer, ForeignKey("tickets.id"), nullable=False, index=True)
+    department: Mapped[str] = Column(String(32), nullable=False)
+    role: Mapped[str] = Column(String(8), nullable=False)
+    assignee: Mapped[str | None] = Column(String(64), nullable=True)  # None: the department queue
+    status: Mapped[str] = Column(String(16), nullable=False)
+    attempt: Mapped[int] = Column(Integer, nullable=False, default=1)
+    reasons: Mapped[list[str]] = Column(JSON, nullable=False, default=list)
+    return_reason: Mapped[str | None] = Column(String(32), nullable=True)
+    created_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+    ticket: Mapped[Ticket] = relationship("Ticket", back_populates="work_orders")
+
+    def __repr__(self) -> str:
+        return f"<WorkOrder {self.id} {self.department} {self.role} {self.status}>"
+
+
+# APScheduler's SQLAlchemyJobStore keeps SLA jobs here. Declared (with the job store's own
+# column types) so migrations create it and the schema check knows it; the job store's
+# create-if-missing then does nothing.
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    Base.metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from bot.community import Community
 from bot.conversations import find_or_create_resident
+from bot.dispatch import dispatch_ticket
 from bot.models import Conversation, Resident, Ticket
 from bot.ticket_view import format_location, mask_phone
 from bot.tickets import (
@@ -19,6 +20,8 @@ from bot.tickets import (
     latest_open_ticket_for_resident,
 )
 from routing.catalogue import Catalogue
+from routing.learning import LearnedRoutes
+from routing.roster import Roster
 
 # Which part of an address a report needs before it can be dispatched. Problems inside a
 # home need the door; lifts and stairwells the building and unit; shared outdoor spaces
@@ -110,9 +113,11 @@ def resident_for(session: Session, *, now: datetime, resident_id: int | None,
     return None
 
 
-def submit_report(session: Session, *, now: datetime, catalogue: Catalogue, draft: ReportDraft,
-                  conversation_id: int | None, resident_id: int | None) -> Ticket:
-    """Create the work order for a confirmed report."""
+def submit_report(session: Session, *, now: datetime, catalogue: Catalogue, roster: Roster,
+                  draft: ReportDraft, conversation_id: int | None, resident_id: int | None,
+                  ranking: tuple[tuple[str, float], ...] = (),
+                  learned: LearnedRoutes | None = None) -> Ticket:
+    """Create the work order for a confirmed report and dispatch it in the same transaction."""
     resident = resident_for(session, now=now, resident_id=resident_id,
                             conversation_id=conversation_id, phone=draft.phone)
     conversation = session.get(Conversation, conversation_id) if conversation_id else None
@@ -125,6 +130,8 @@ def submit_report(session: Session, *, now: datetime, catalogue: Catalogue, draf
         time_window=draft.time_window, urgency=draft.urgency, urgency_reason=draft.urgency_reason,
         catalogue=catalogue,
     )
+    dispatch_ticket(session, ticket=ticket, catalogue=catalogue, roster=roster, now=now,
+                    ranking=ranking, learned=learned)
     return ticket
 
 

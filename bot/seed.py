@@ -7,7 +7,9 @@ from bot.app import build_app
 from bot.conversations import find_or_create_resident
 from bot.db import session_scope
 from bot.models import Ticket
-from bot.tickets import create_ticket, transition
+from bot.dispatch import active_lead, dispatch_ticket
+from bot.staff import accept_order, add_progress, resolve_order
+from bot.tickets import create_ticket
 
 DEMO_RESIDENTS = (
     ("13800000001", "王阿姨", ("5", "2", "501")),
@@ -34,13 +36,22 @@ def seed_demo() -> str:
             channel="sms", resident=residents[0], building=building, unit=unit, room=room,
             contact_phone=residents[0].phone, time_window="明天上午", catalogue=app.catalogue,
         )
+        dispatch_ticket(session, ticket=open_order, catalogue=app.catalogue, roster=app.roster,
+                        now=now)
         building, unit, _ = DEMO_RESIDENTS[1][2]
         done = create_ticket(
             session, now=now, category="public_facility", description="楼道灯不亮",
             channel="voice", resident=residents[1], building=building, unit=unit,
             contact_phone=residents[1].phone, catalogue=app.catalogue,
         )
-        for status in ("dispatched", "accepted", "in_progress", "resolved"):
-            transition(session, ticket=done, to=status, actor="seed", now=now)
+        plan = dispatch_ticket(session, ticket=done, catalogue=app.catalogue,
+                               roster=app.roster, now=now)
+        lead = active_lead(done)
+        worker = plan.lead.assignee or app.roster.members(plan.lead.department)[0].id
+        accept_order(session, order_id=lead.id, staff_id=worker, roster=app.roster, now=now)
+        add_progress(session, order_id=lead.id, staff_id=worker, text="已到现场，更换灯泡",
+                     roster=app.roster, now=now)
+        resolve_order(session, order_id=lead.id, staff_id=worker, note="楼道灯已修好",
+                      roster=app.roster, now=now)
         return (f"seeded demo community {app.community.name}: {len(residents)} residents, "
                 f"orders {open_order.number} and {done.number}")

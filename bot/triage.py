@@ -30,6 +30,8 @@ class Triage:
     confidence: float
     emergency: str | None
     entities: dict[str, str] = field(default_factory=dict)
+    # The classifier's category ranking, best first, for re-routing after a return.
+    ranking: tuple[tuple[str, float], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,8 @@ def triage(parse: dict[str, Any], catalogue: Catalogue, *, text: str | None = No
     if not catalogue.has_category(category):
         category = "other"
     confidence = float(category_info.get("confidence") or 0.0)
+    ranking = tuple((str(item["name"]), round(float(item["confidence"]), 4))
+                    for item in category_info.get("ranking") or () if "name" in item)
     entry = catalogue.category(category)
     words = text if text is not None else str(parse.get("original_text") or parse.get("text") or "")
     entities = entity_values(parse)
@@ -80,4 +84,5 @@ def triage(parse: dict[str, Any], catalogue: Catalogue, *, text: str | None = No
         confidence=confidence,
         emergency=emergency,
         entities=entities,
+        ranking=ranking,
     )

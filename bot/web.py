@@ -15,7 +15,9 @@ from aiohttp import WSMsgType, web
 
 from bot.app import App, build_app
 from bot.db import session_scope
+from bot.dispatch import work_orders_view
 from bot.hub import Hub, Inbound, RasaClient
+from bot.scheduler import make_scheduler
 from bot.models import CHANNELS
 from bot.ticket_view import ticket_as_dict
 from bot.tickets import get_ticket_by_number
@@ -60,18 +62,25 @@ def _json(body: Any, status: int = 200) -> web.Response:
                              dumps=lambda value: json.dumps(value, ensure_ascii=False))
 
 
-def create_web_app(app: App | None = None) -> web.Application:
-    """Build the aiohttp application around one hub."""
+def create_web_app(app: App | None = None, *, with_scheduler: bool = True) -> web.Application:
+    """Build the aiohttp application around one hub (and the SLA scheduler)."""
     server = web.Application(client_max_size=1_000_000)
     hub_key: web.AppKey[Hub] = web.AppKey("hub", Hub)
     app_key: web.AppKey[App] = web.AppKey("app", App)
+    scheduler_key: web.AppKey[Any] = web.AppKey("scheduler", object)
 
     async def start(server: web.Application) -> None:
         server[app_key] = app or build_app()
         server[hub_key] = Hub(server[app_key], RasaClient(server[app_key].settings.rasa_url))
+        if with_scheduler:
+            # SLA reminders and escalations run here, from the persistent job store.
+            server[scheduler_key] = make_scheduler(server[app_key].settings.database_url)
+            server[scheduler_key].start()
 
     async def stop(server: web.Application) -> None:
         await server[hub_key].close()
+        if with_scheduler:
+            server[scheduler_key].shutdown(wait=False)
 
     async def chat_page(_request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "chat.html",
@@ -105,7 +114,11 @@ def create_web_app(app: App | None = None) -> web.Application:
                     {"error": f"no work order {number!r}; numbers look like GD20261128-0007"},
                     status=404,
                 )
-            return _json(ticket_as_dict(ticket, catalogue=current.catalogue))
+            body = ticket_as_dict(ticket, catalogue=current.catalogue)
+            orders = work_orders_view(ticket, roster=current.roster, catalogue=current.catalogue)
+            body["hops"] = orders["hops"]
+            body["work_orders"] = orders["orders"]
+            return _json(body)
 
     async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=256_000, heartbeat=30)

@@ -101,6 +101,8 @@ class Category:
     assisting: tuple[str, ...]
     urgency: str
     in_home: bool
+    # Who may own the order instead when the lead returns it (职能不符), best first.
+    alternates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -316,6 +318,7 @@ def _parse_categories(entries: list[Any], department_ids: set[str]) -> tuple[Cat
         in_home = entry.get("in_home")
         if not isinstance(in_home, bool):
             raise CatalogueError(f"{where}: 'in_home' must be true or false")
+        alternates = _alternates(entry, where, cat_id, lead, department_ids, known)
         name = _text(entry, "name", where)
         categories.append(
             Category(
@@ -326,9 +329,37 @@ def _parse_categories(entries: list[Any], department_ids: set[str]) -> tuple[Cat
                 assisting=assisting,
                 urgency=urgency,
                 in_home=in_home,
+                alternates=alternates,
             )
         )
     missing = [c for c in TAXONOMY if not any(cat.id == c for cat in categories)]
     if missing:
         raise CatalogueError(f"categories: missing from the taxonomy: {', '.join(missing)}")
     return tuple(categories)
+
+
+def _alternates(
+    entry: Mapping[str, Any],
+    where: str,
+    cat_id: str,
+    lead: str,
+    department_ids: set[str],
+    known: str,
+) -> tuple[str, ...]:
+    raw = entry.get("alternates") or []
+    if not isinstance(raw, list):
+        raise CatalogueError(f"{where}: 'alternates' must be a list of department ids")
+    alternates = tuple(str(a) for a in raw)
+    for dept in alternates:
+        if dept not in department_ids:
+            raise CatalogueError(
+                f"{where}: alternate {dept!r} is not a department; use one of {known}"
+            )
+        if dept in FORBIDDEN_LEADS.get(cat_id, frozenset()):
+            raise CatalogueError(
+                f"{where}: alternate {dept!r} must not own {cat_id!r}, since the complaint "
+                f"is about it; remove it from 'alternates'"
+            )
+    if lead in alternates or len(set(alternates)) != len(alternates):
+        raise CatalogueError(f"{where}: 'alternates' repeats a department or the lead")
+    return alternates

@@ -35,9 +35,14 @@ def test_report_by_sms_in_one_breath_then_follow_up(stack):
     assert ticket["urgency"] == "P1"  # raised: a resident who cannot use the stairs
     assert ticket["channel"] == "sms"
     assert "13811110001" not in str(ticket)
+    # One hop: dispatched at once to the lead and, in parallel, the assisting department.
+    assert ticket["status"] == "dispatched" and ticket["hops"] == 1
+    orders = {(o["department"], o["role"]) for o in ticket["work_orders"]}
+    assert orders == {("property", "lead"), ("elevator_maintenance", "assist")}
+    assert all(o["reasons"] for o in ticket["work_orders"])
 
     replies = stack.say(sender, "我报的电梯修得怎么样了")
-    assert any(number in r and "已受理" in r for r in replies), replies
+    assert any(number in r and "已派单" in r for r in replies), replies
 
     replies = stack.say(sender, "我还要补充一下 电梯门一直关不上")
     assert any(number in r and "补充" in r for r in replies), replies
@@ -50,6 +55,7 @@ def test_report_by_sms_in_one_breath_then_follow_up(stack):
     assert ticket["status"] == "cancelled"
     kinds = [event["kind"] for event in ticket["events"]]
     assert "info_added" in kinds and "status_changed" in kinds
+    assert all(o["status"] == "cancelled" for o in ticket["work_orders"])
 
 
 def test_report_asks_only_for_what_is_missing_and_accepts_a_correction(stack):
