@@ -106,6 +106,18 @@ def _cmd_eval_nlu(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from bot.app import build_app
+    from bot.metrics import service_metrics
+
+    app = build_app()
+    with app.sessions() as session:
+        report = service_metrics(session, catalogue=app.catalogue, roster=app.roster,
+                                 now=app.clock(), by=args.by)
+    print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+    return 0
+
+
 def _cmd_route(_args: argparse.Namespace) -> int:
     from bot.route_cli import main as route_main
 
@@ -155,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "route", help="read ticket JSON lines on stdin, print each dispatch plan (writes nothing)"
     ).set_defaults(func=_cmd_route)
+
+    metrics = commands.add_parser(
+        "metrics", help="hops, first-time-right, response and resolution times, SLA compliance"
+    )
+    metrics.add_argument("--by", choices=["department", "grid", "worker", "category", "channel"])
+    metrics.set_defaults(func=_cmd_metrics)
 
     from bot.staff_cli import register as register_staff
 

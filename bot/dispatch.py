@@ -214,7 +214,8 @@ def cancel_open_orders(
     return cancelled
 
 
-def _final_owner(leads: Sequence[WorkOrder]) -> str | None:
+def final_owner(leads: Sequence[WorkOrder]) -> str | None:
+    """Return the department that resolved the ticket, or the one holding it now."""
     resolved = [o for o in leads if o.status == "resolved"]
     if resolved:
         return resolved[-1].department
@@ -235,7 +236,7 @@ def load_learned_routes(session: Session, *, roster: Roster) -> LearnedRoutes:
         leads = [o for o in ticket.work_orders if o.role == "lead"]
         if not leads:
             continue  # finished before work orders existed: nothing to learn from
-        owner = _final_owner(leads)
+        owner = final_owner(leads)
         if owner is None:
             continue
         outcomes.append(

@@ -17,10 +17,12 @@ from bot.app import App, build_app
 from bot.db import session_scope
 from bot.dispatch import work_orders_view
 from bot.hub import Hub, Inbound, RasaClient
+from bot.metrics import service_metrics
 from bot.scheduler import make_scheduler
 from bot.models import CHANNELS
 from bot.ticket_view import ticket_as_dict
 from bot.tickets import get_ticket_by_number
+from routing.metrics import GROUPINGS
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,16 @@ def create_web_app(app: App | None = None, *, with_scheduler: bool = True) -> we
             body["work_orders"] = orders["orders"]
             return _json(body)
 
+    async def get_metrics(request: web.Request) -> web.Response:
+        by = request.query.get("by") or None
+        if by is not None and by not in GROUPINGS:
+            return _json({"error": f"by must be one of {', '.join(GROUPINGS)}"}, status=400)
+        current = request.app[app_key]
+        with session_scope(current.sessions) as session:
+            report = service_metrics(session, catalogue=current.catalogue,
+                                     roster=current.roster, now=current.clock(), by=by)
+        return _json(json.loads(json.dumps(report, default=str)))
+
     async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=256_000, heartbeat=30)
         await ws.prepare(request)
@@ -153,6 +165,7 @@ def create_web_app(app: App | None = None, *, with_scheduler: bool = True) -> we
         web.get("/health", health),
         web.post("/api/messages", post_message),
         web.get("/api/tickets/{number}", get_ticket),
+        web.get("/api/metrics", get_metrics),
         web.get("/ws", chat_socket),
     ])
     return server

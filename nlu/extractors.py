@@ -59,8 +59,10 @@ _PATTERNS: dict[str, list[list[dict[str, Any]]]] = {
 }
 # A bare 3-4 digit number is not a room when one of these follows it.
 _NOT_ROOM_AFTER = re.compile(
-    r"^(?:[元块米年岁天次个号楼层栋幢座点分度平斤万千百人只条辆位家届期路线%]|单元|毫|公|小时|分钟|多)"
+    r"^(?:[元块米年岁天次个号楼层栋幢座点分度平斤万千百人只条辆位届期路线%]|家(?![里中])|单元|毫|公|"
+    r"小时|分钟|多)"
 )
+_ADDRESS_BEFORE_ROOM = re.compile(r"(?:单元|号楼|栋|幢)\s?$")
 _NOT_ROOM_BEFORE = re.compile(r"(?:打|拨|报|叫|call|第|共|约|大概|\d[:.])\s?$")
 _PHONE_MOBILE = re.compile(r"(?<![\d-])1[3-9]\d(?:[ -]?\d){8}(?![\d-])")
 _PHONE_LANDLINE = re.compile(r"(?<![\d-])(0\d{2,3})[ -]?(\d{7,8})(?![\d-])")
@@ -279,7 +281,12 @@ def _read_room(
     if not 3 <= len(digits) <= 4 or digits[0] == "0":
         return []
     has_suffix = span.end > run.end
-    if not has_suffix and (_NOT_ROOM_AFTER.match(after) or _NOT_ROOM_BEFORE.search(before)):
+    # Right after a unit or building (5号楼1单元302家里) the number is the door, whatever follows,
+    # unless it is money or a clock time.
+    after_address = bool(_ADDRESS_BEFORE_ROOM.search(before)) and not re.match(r"[元块点分]", after)
+    if not has_suffix and not after_address and (
+        _NOT_ROOM_AFTER.match(after) or _NOT_ROOM_BEFORE.search(before)
+    ):
         return []
     if not has_suffix and last_kind is None and re.search(r"[:.]\s?$", before):
         return []

@@ -194,6 +194,8 @@ def _convert_run(run: str, left: str, right: str) -> str:
         if left.endswith("第") and _ORDINAL_BUILDING.match(right):
             return run
         return value
+    if digit_by_digit and len(run) >= 3 and _ADDRESS_BEFORE.search(left):
+        return value  # 2单元三零二家里: right after an address a spelled-out number is the door
     if digit_by_digit and len(run) >= 3 and not _is_counting(run, right):
         return value
     if len(run) >= 2 and _ADDRESS_BEFORE.search(left) and not _is_counting(run, right):

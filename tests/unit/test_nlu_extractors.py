@@ -123,3 +123,15 @@ def test_extract_entities_returns_rasa_dicts() -> None:
         "extractor": EXTRACTOR_NAME,
     }
     assert [e["entity"] for e in entities] == ["building", "unit", "room"]
+
+
+@pytest.mark.parametrize("text, room", [
+    ("五号楼一单元302家里暖气不热", "302"),
+    ("五号楼一单元三零二家里暖气不热", "302"),
+    ("六号楼一单元302家中停电了", "302"),
+    ("我们楼有302家住户", None),
+    ("2单元300块钱", None),
+])
+def test_room_right_after_an_address_is_the_door(text: str, room: str | None) -> None:
+    found = [e["value"] for e in extract_entities(normalize(text)) if e["entity"] == "room"]
+    assert found == ([room] if room else [])
