@@ -16,7 +16,7 @@ override (nlu.request_model.decide) are not applied, since they only apply to in
 from __future__ import annotations
 
 import argparse
-import ast
+import copy
 import csv
 import io
 import json
@@ -32,9 +32,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from nlu.request_model import CLASSIFIER_DEFAULTS, model_config_from
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PATH = ROOT / "config.yml"
-COMPONENTS_PATH = ROOT / "nlu" / "components.py"
 CLASSIFIER_NAME = "nlu.components.RequestClassifier"
 TOKENIZER_NAME = "JiebaTokenizer"
 ENCODINGS = ("utf-8-sig", "gb18030")
@@ -147,38 +148,9 @@ def limit_rows(data: LabelledData, limit: int | None, seed: int) -> LabelledData
 # ---------------------------------------------------------------- the production settings
 
 
-def component_defaults(path: Path = COMPONENTS_PATH) -> dict[str, Any]:
-    """Return RequestClassifier.get_default_config() by reading the source, not importing Rasa."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and node.name == "RequestClassifier":
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "get_default_config":
-                    for statement in ast.walk(item):
-                        if isinstance(statement, ast.Return) and statement.value is not None:
-                            return dict(ast.literal_eval(statement.value))
-    raise RuntimeError(
-        f"{path}: RequestClassifier.get_default_config() not found as a literal dict; "
-        f"update bot/bench_classifier.component_defaults"
-    )
-
-
-def model_config(config: Mapping[str, Any]) -> Any:
-    """Build the ModelConfig exactly as RequestClassifier.model_config does."""
-    from nlu.request_model import ModelConfig
-
-    # A copy of the component's mapping: importing nlu.components would load Rasa.
-    low, high = config["char_ngram_range"]
-    return ModelConfig(
-        estimator=config["classifier"],
-        char_ngram_min=int(low),
-        char_ngram_max=int(high),
-        token_weight=float(config["token_weight"]),
-        c=None if config["C"] is None else float(config["C"]),
-        nb_alpha=float(config["nb_alpha"]),
-        softmax_scale=float(config["softmax_scale"]),
-        random_state=int(config["random_state"]),
-    )
+def component_defaults() -> dict[str, Any]:
+    """Return the RequestClassifier component's default options (without importing Rasa)."""
+    return copy.deepcopy(CLASSIFIER_DEFAULTS)
 
 
 def production_settings(config_path: Path = CONFIG_PATH) -> tuple[dict[str, Any], list[Path]]:
@@ -213,7 +185,7 @@ class LinliClassifier:
 
         from nlu.request_model import RequestModel
 
-        self._model = RequestModel(config=model_config(config))
+        self._model = RequestModel(config=model_config_from(config))
         self._jieba = jieba.Tokenizer()
         self._jieba.initialize()
         for dictionary in dictionaries:

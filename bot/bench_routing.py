@@ -35,6 +35,7 @@ import heapq
 import json
 import logging
 import math
+import multiprocessing
 import random
 import statistics
 import sys
@@ -42,6 +43,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -572,3 +574,495 @@ class MonthRun:
                               roster=self.app.roster, now=at)
         except StaffActionError:
             self.counters.side_overtaken += 1
+
+
+# ---------------------------------------------------------------- measuring a run
+
+
+def _front_line(roster: Any) -> list[str]:
+    return [p.id for p in roster.staff if p.role in ("worker", "grid_worker")]
+
+
+def collect_run(run: MonthRun) -> dict[str, Any]:
+    """Read every ticket back from the store and measure the month."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    from bot.db import session_scope
+    from bot.dispatch import hop_count
+    from bot.models import Ticket
+    from bot.ticket_view import ticket_timeline
+    from routing.metrics import OrderRecord, summarize
+    from routing.sla import deadlines, met_on_time
+
+    app, end = run.app, run.clock
+    catalogue, roster = app.catalogue, app.roster
+    behind = run.ticket_orders()
+    records: list[OrderRecord] = []
+    to_owner: list[float] = []
+    misfiled = learned_leads = learned_right = unresolved = 0
+    per_person: Counter[str] = Counter()
+    with session_scope(app.sessions) as session:
+        tickets = session.execute(
+            select(Ticket).options(selectinload(Ticket.events), selectinload(Ticket.work_orders))
+            .order_by(Ticket.id)).scalars().all()
+        for ticket in tickets:
+            order = behind[ticket.id]
+            true_lead = catalogue.category(order.sample.category).lead
+            timeline = ticket_timeline(ticket)
+            leads = sorted((o for o in ticket.work_orders if o.role == "lead"),
+                           key=lambda o: (o.attempt, o.id))
+            owner = next((o for o in reversed(leads) if o.status == "resolved"), None)
+            if owner is not None:
+                to_owner.append((owner.created_at - ticket.created_at).total_seconds() / 60)
+            else:
+                unresolved += 1
+            misfiled += catalogue.category(ticket.category).lead != true_lead
+            dispatched = next(e for e in ticket.events if e.kind == "dispatched")
+            if "lead_department" in dispatched.data:
+                learned_leads += 1
+                learned_right += leads[0].department == true_lead
+            sla_met = {}
+            for deadline in deadlines(urgency=ticket.urgency, created_at=ticket.created_at,
+                                      catalogue=catalogue):
+                met = met_on_time(deadline=deadline, timeline=timeline, now=end)
+                if met is not None:
+                    sla_met[deadline.stage] = met
+            assignees = tuple(dict.fromkeys(o.assignee for o in ticket.work_orders
+                                            if o.assignee))
+            per_person.update(assignees)
+            records.append(OrderRecord(
+                number=ticket.number, category=ticket.category, channel=ticket.channel,
+                grid=roster.grid_for_building(ticket.building).id, created_at=ticket.created_at,
+                urgency=ticket.urgency, hops=hop_count(ticket), first_lead=leads[0].department,
+                final_owner=owner.department if owner is not None else None,
+                dispatched_at=timeline.dispatched_at,
+                first_response_at=timeline.first_response_at, resolved_at=timeline.resolved_at,
+                assignees=assignees, sla_met=sla_met))
+    summary = summarize(records)
+    by_department: dict[str, Any] = {}
+    for department in sorted({p.department for p in roster.staff}):
+        people = [p for p in _front_line(roster) if roster.member(p).department == department]
+        if people:
+            by_department[department] = spread(per_person, people)
+    return {
+        "summary": summary,
+        "by_urgency": {u: _brief(summarize([r for r in records if r.urgency == u]))
+                       for u in sorted({r.urgency for r in records})},
+        "minutes_to_right_owner": stats(to_owner),
+        "unresolved_at_end": unresolved,
+        "filed_under_wrong_lead": misfiled,
+        "led_by_learned_rule": {"orders": learned_leads, "right_department": learned_right},
+        "counters": vars(run.counters).copy(),
+        "load_front_line": spread(per_person, _front_line(roster)),
+        "load_front_line_by_department": by_department,
+        "simulated_until": end.astimezone(LOCAL).isoformat(),
+    }
+
+
+def _brief(summary: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("count", "hops", "first_time_right", "sla")
+    return {k: summary[k] for k in keys}
+
+
+def simulate(orders: Sequence[SimOrder], *, days: int, learning: bool, path: Path
+             ) -> dict[str, Any]:
+    """Run the month on a fresh migrated SQLite file and return its measures."""
+    app = fresh_app(path)
+    # An idle connection held open keeps SQLite from checkpointing the WAL each time the
+    # engine's NullPool closes the last one; it speeds the run up and changes no result.
+    keeper = app.engine.connect()
+    started = time.perf_counter()
+    try:
+        run = MonthRun(app=app, orders=orders, learning=learning, days=days)
+        run.run()
+        measured = collect_run(run)
+    finally:
+        keeper.close()
+        app.engine.dispose()
+    measured["wall_seconds"] = _round(time.perf_counter() - started)
+    return measured
+
+
+def fresh_app(path: Path) -> Any:
+    """Migrate a new SQLite file and build the App on it."""
+    from bot.app import build_app
+    from bot.migrate import upgrade
+    from bot.settings import Secret, Settings
+
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    return build_app(Settings(database_url=Secret(url)))
+
+
+# ---------------------------------------------------------------- baseline and speed
+
+
+def relay_baseline(orders: Sequence[SimOrder], *, catalogue: Any, seed: int) -> dict[str, Any]:
+    """Run the same orders through today's hand-by-hand relay."""
+    hops: list[float] = []
+    minutes: list[float] = []
+    detoured = 0
+    for order in orders:
+        truth = catalogue.category(order.sample.category)
+        # People read the words: the true category's urgency, or P1 when life is at risk.
+        urgency = "P1" if order.sample.urgency == "P1" else truth.urgency
+        rng = random.Random(f"relay:{seed}:{order.index}")
+        count, waited = relay_order(department=truth.lead, urgency=urgency,
+                                    created_at=order.created_at, rng=rng)
+        detoured += count > len(relay_path(truth.lead, urgency)) - 1
+        hops.append(float(count))
+        minutes.append(waited)
+    return {
+        "orders": len(orders),
+        "hops": stats(hops),
+        "share_with_a_wrong_office": _round(detoured / len(orders)) if orders else None,
+        "minutes_to_dispatch": stats(minutes),
+    }
+
+
+def decision_latency(app: Any, orders: Sequence[SimOrder], learned: Any,
+                     rounds: int = 3) -> dict[str, Any]:
+    """Time routing.dispatch.plan_dispatch alone on every simulated order, in process."""
+    from bot.db import session_scope
+    from bot.dispatch import order_load
+    from routing.dispatch import TicketFacts, plan_dispatch
+
+    with session_scope(app.sessions) as session:
+        open_load, assigned_total = order_load(session)
+    facts = [(TicketFacts(number=f"SIM-{o.index}", category=o.sample.routed,
+                          urgency=o.sample.urgency, building=o.building,
+                          ranking=o.sample.ranking), o.created_at) for o in orders]
+
+    def plan(item: tuple[Any, datetime]) -> None:
+        plan_dispatch(ticket=item[0], catalogue=app.catalogue, roster=app.roster,
+                      open_load=open_load, assigned_total=assigned_total, learned=learned,
+                      now=item[1])
+
+    for item in facts[:50]:
+        plan(item)  # warm-up: first calls pay for imports and caches
+    samples: list[float] = []
+    for _ in range(rounds):
+        for item in facts:
+            started = time.perf_counter_ns()
+            plan(item)
+            samples.append((time.perf_counter_ns() - started) / 1e6)
+    return {"calls": len(samples), "with_learned_rules": learned is not None,
+            "open_orders_in_load": sum(open_load.values()), "ms": stats(samples)}
+
+
+def throughput(orders: Sequence[SimOrder], *, count: int, batch: int, path: Path
+               ) -> dict[str, Any]:
+    """Create, dispatch and commit `count` orders in one process; return orders per second."""
+    from sqlalchemy import func, select
+
+    from bot.dispatch import dispatch_ticket
+    from bot.models import Ticket
+    from bot.tickets import create_ticket
+
+    app = fresh_app(path)
+    start = SIM_START.astimezone(UTC) + timedelta(hours=8)
+    phases = {"create": 0.0, "dispatch": 0.0, "commit": 0.0}
+    session = None
+    started = time.perf_counter()
+    for i in range(count):
+        order = orders[i % len(orders)]
+        now = start + timedelta(seconds=20 * i)  # 3,000 orders stay within one ticket day
+        if session is None:
+            session = app.sessions()
+        t0 = time.perf_counter()
+        ticket = create_ticket(session, now=now, category=order.sample.routed,
+                               description=order.sample.text, channel=order.channel,
+                               building=order.building, urgency=order.sample.urgency,
+                               catalogue=app.catalogue)
+        t1 = time.perf_counter()
+        dispatch_ticket(session, ticket=ticket, catalogue=app.catalogue, roster=app.roster,
+                        now=now, ranking=order.sample.ranking)
+        t2 = time.perf_counter()
+        if (i + 1) % batch == 0 or i + 1 == count:
+            session.commit()
+            session.close()  # NullPool: this closes the SQLite connection too
+            session = None
+        phases["create"] += t1 - t0
+        phases["dispatch"] += t2 - t1
+        phases["commit"] += time.perf_counter() - t2
+    seconds = time.perf_counter() - started
+    with app.sessions() as check:
+        stored = check.execute(select(func.count()).select_from(Ticket)).scalar_one()
+    app.engine.dispose()
+    if stored != count:
+        raise BenchError(f"throughput run stored {stored} tickets, expected {count}")
+    return {"orders": count, "commit_every": batch, "seconds": _round(seconds),
+            "orders_per_second": _round(count / seconds, 1),
+            "ms_per_order": {k: _round(v * 1000 / count) for k, v in phases.items()},
+            "pool": type(app.engine.pool).__name__}
+
+
+# ---------------------------------------------------------------- report
+
+
+def _get(data: Mapping[str, Any], *path: str) -> Any:
+    for key in path:
+        if data is None:
+            return None
+        data = data.get(key)
+    return data
+
+
+def _ratio(engine: float | None, relay: float | None) -> float | None:
+    if engine is None or not relay:
+        return None
+    return _round(engine / relay)
+
+
+def target_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Return one row per figure: target, both engine runs with pass/miss, relay and ratio."""
+    runs = report["runs"]
+    relay = report["relay"]
+    rows: list[dict[str, Any]] = []
+
+    def row(metric: str, target: str, pick: Callable[[Mapping[str, Any]], Any],
+            check: Callable[[Any], str] | None = None, relay_value: Any = None,
+            ratio: bool = False) -> None:
+        values = {name: pick(run) for name, run in runs.items()}
+        rows.append({
+            "metric": metric, "target": target, "values": values,
+            "verdicts": {name: check(v) if check else "—" for name, v in values.items()},
+            "relay": relay_value,
+            "engine_over_relay": _ratio(values.get("learning"), relay_value) if ratio else None,
+        })
+
+    def under(limit: float) -> Callable[[Any], str]:
+        return lambda v: verdict(v, limit, higher_is_better=False)
+
+    def over(limit: float) -> Callable[[Any], str]:
+        return lambda v: verdict(v, limit, higher_is_better=True)
+
+    row("orders", "—", lambda r: r["summary"]["count"], relay_value=relay["orders"])
+    row("hops mean", f"≤ {TARGET_HOPS_MEAN}", lambda r: _round(r["summary"]["hops"]["mean"]),
+        under(TARGET_HOPS_MEAN), relay["hops"]["mean"], ratio=True)
+    row("hops p95", f"≤ {TARGET_HOPS_P95:g}", lambda r: _round(r["summary"]["hops"]["p95"]),
+        under(TARGET_HOPS_P95), relay["hops"]["p95"], ratio=True)
+    row("first-time-right (relay: no wrong office)", "no target",
+        lambda r: _round(r["summary"]["first_time_right"]),
+        relay_value=_round(1 - relay["share_with_a_wrong_office"]))
+    for label, key, relay_key in (
+            ("dispatch", "minutes_to_dispatch", "minutes_to_dispatch"),
+            ("right owner has it", None, "minutes_to_dispatch"),
+            ("first response", "minutes_to_first_response", None),
+            ("resolution", "minutes_to_resolution", None)):
+        for q in ("p50", "p95"):
+            def pick(r: Mapping[str, Any], key: str | None = key, q: str = q) -> Any:
+                source = r["summary"][key] if key else r["minutes_to_right_owner"]
+                return _round(source[q], 1)
+            row(f"minutes to {label} {q}", "per-urgency SLA" if key and "first" in key
+                or key and "resol" in key else "no target", pick,
+                relay_value=_round(relay[relay_key][q], 1) if relay_key else None,
+                ratio=relay_key is not None)
+    for stage in ("dispatch", "first_response", "on_site", "resolve"):
+        row(f"SLA {stage} met", f"≥ {TARGET_SLA_RATE:.0%} (assumed)",
+            lambda r, s=stage: _round(_get(r, "summary", "sla", s, "rate")),
+            over(TARGET_SLA_RATE))
+    for scope, key in (("front-line workers", "load_front_line"),):
+        for stat in ("max", "min", "stdev"):
+            row(f"orders per {scope} {stat}", "no target", lambda r, k=key, s=stat: r[k][s])
+    for stat in ("max", "min", "stdev"):
+        row(f"orders per staff with any order {stat}", "no target",
+            lambda r, s=stat: r["summary"]["load"][s])
+    latency = report["decision_latency"]["ms"]
+    rows.append({"metric": "plan_dispatch ms p50 / p95", "target": f"p95 ≤ {TARGET_DECISION_P95_MS:g}",
+                 "values": {"learning": f"{latency['p50']} / {latency['p95']}"},
+                 "verdicts": {"learning": verdict(latency["p95"], TARGET_DECISION_P95_MS,
+                                                  higher_is_better=False)},
+                 "relay": None, "engine_over_relay": None})
+    for item in report.get("throughput", []):
+        rows.append({"metric": f"orders/s created+dispatched+committed, commit every "
+                               f"{item['commit_every']}",
+                     "target": f"≥ {TARGET_THROUGHPUT_PER_S:g}",
+                     "values": {"learning": item["orders_per_second"]},
+                     "verdicts": {"learning": verdict(item["orders_per_second"],
+                                                      TARGET_THROUGHPUT_PER_S,
+                                                      higher_is_better=True)},
+                     "relay": None, "engine_over_relay": None})
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """Return the report as a Markdown table with a few lines of context."""
+    config = report["config"]
+    lines = [
+        f"## Routing bench — {config['orders']} orders over {config['days']} simulated days "
+        f"(seed {config['seed']})",
+        "",
+        "| figure | target | with learning | | without learning | | relay | engine ÷ relay |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["targets"]:
+        values, verdicts = r["values"], r["verdicts"]
+        lines.append(
+            f"| {r['metric']} | {r['target']} | {_cell(values.get('learning'))} | "
+            f"{verdicts.get('learning', '')} | {_cell(values.get('no_learning'))} | "
+            f"{verdicts.get('no_learning', '') if 'no_learning' in values else ''} | "
+            f"{_cell(r['relay'])} | {_cell(r['engine_over_relay'])} |")
+    classifier = report["classifier"]
+    effect = report["learning_effect"]
+    lines += [
+        "",
+        f"Classifier (held-out report sentences): category accuracy "
+        f"{classifier['category_accuracy']}, right lead department "
+        f"{classifier['lead_department_accuracy']} of {classifier['heldout_report_sentences']}.",
+        f"Learning effect (with − without): hops mean {_cell(effect['hops_mean_delta'])}, "
+        f"first-time-right {_cell(effect['first_time_right_delta'])}, returns "
+        f"{effect['returns']['learning']} vs {effect['returns']['no_learning']}, "
+        f"orders led by a learned rule {effect['led_by_learned_rule']}.",
+    ]
+    for name, run in report["runs"].items():
+        c = run["counters"]
+        lines.append(
+            f"{name}: {c['returns']} returns, {c['arbitrations']} arbitrations, "
+            f"{c['stranded']} stranded, {run['unresolved_at_end']} unresolved at end, "
+            f"{c['side_overtaken']} assist/verify orders overtaken, "
+            f"{run['wall_seconds']} s wall.")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def run_bench(args: argparse.Namespace, note: Callable[[str], None]) -> dict[str, Any]:
+    """Run every part of the benchmark and return the report."""
+    from routing.catalogue import load_catalogue
+
+    catalogue = load_catalogue()
+    note("training the request classifier and labelling the held-out sentences")
+    pool, classifier = labelled_pool(catalogue)
+    from bot.community import load_community
+
+    community = load_community()
+    buildings = [b.number for b in community.buildings]
+    lifts = [b.number for b in community.buildings if b.floors > 6]
+    orders = plan_orders(days=args.days, per_day=args.orders_per_day, seed=args.seed,
+                         pool=pool, lift_buildings=lifts, buildings=buildings)
+    if not orders:
+        raise BenchError("no orders drawn; raise --orders-per-day or --days")
+    report: dict[str, Any] = {
+        "config": {"days": args.days, "orders_per_day": args.orders_per_day, "seed": args.seed,
+                   "orders": len(orders), "start": SIM_START.isoformat(),
+                   "category_mix": dict(CATEGORY_MIX), "relay_wrong_share": RELAY_WRONG_SHARE,
+                   "accept_minutes": ACCEPT_MINUTES, "on_site_minutes": ON_SITE_MINUTES,
+                   "work_minutes": WORK_MINUTES},
+        "classifier": classifier,
+        "runs": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-routing-") as folder:
+        workdir = Path(folder)
+        note("simulating the month with and without learned routes (two processes)")
+        paths = {"learning": workdir / "learning.db", "no_learning": workdir / "no_learning.db"}
+        # The runs are independent: one process each halves the wall time.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool_:
+            jobs = {name: pool_.submit(simulate, orders, days=args.days,
+                                       learning=name == "learning", path=path)
+                    for name, path in paths.items()}
+            report["runs"] = {name: job.result() for name, job in jobs.items()}
+        note("timing plan_dispatch")
+        app = fresh_app(paths["learning"])
+        try:
+            from bot.db import session_scope
+            from bot.dispatch import load_learned_routes
+
+            with session_scope(app.sessions) as session:
+                learned = load_learned_routes(session, roster=app.roster)
+            report["decision_latency"] = decision_latency(app, orders, learned)
+        finally:
+            app.engine.dispose()
+        report["throughput"] = []
+        if args.throughput_orders:
+            for batch in (1, THROUGHPUT_BATCH):
+                note(f"throughput: {args.throughput_orders} orders, commit every {batch}")
+                report["throughput"].append(throughput(
+                    orders, count=args.throughput_orders, batch=batch,
+                    path=workdir / f"throughput-{batch}.db"))
+    report["relay"] = relay_baseline(orders, catalogue=catalogue, seed=args.seed)
+    with_, without = report["runs"]["learning"], report["runs"]["no_learning"]
+    report["learning_effect"] = {
+        "hops_mean_delta": _delta(_get(with_, "summary", "hops", "mean"),
+                                  _get(without, "summary", "hops", "mean")),
+        "first_time_right_delta": _delta(_get(with_, "summary", "first_time_right"),
+                                         _get(without, "summary", "first_time_right")),
+        "returns": {"learning": with_["counters"]["returns"],
+                    "no_learning": without["counters"]["returns"]},
+        "led_by_learned_rule": with_["led_by_learned_rule"],
+        "rules_at_end": with_["counters"]["learned_rules"],
+    }
+    report["targets"] = target_rows(report)
+    return report
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else _round(a - b, 4)
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+    return parse
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (skip) or more, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bot bench-routing",
+        description="Simulate a month of the demo community's orders through the real "
+        "routing engine and store, compare with the hand-by-hand relay, and report.")
+    parser.add_argument("--days", type=_positive(int), default=30)
+    parser.add_argument("--orders-per-day", type=_positive(float), default=40.0)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=Path("var/bench/routing.json"),
+                        help="JSON report path (relative to the current directory)")
+    parser.add_argument("--throughput-orders", type=_not_negative, default=3000,
+                        help="orders for the SQLite throughput runs; 0 skips them")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run the routing benchmark; write the JSON report, print the Markdown table."""
+    args = build_parser().parse_args(argv)
+
+    def note(message: str) -> None:
+        print(f"bench-routing: {message}", file=sys.stderr, flush=True)
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    started = time.perf_counter()
+    try:
+        report = run_bench(args, note)
+    except BenchError as exc:
+        note(str(exc))
+        return 2
+    report["wall_seconds"] = _round(time.perf_counter() - started)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str),
+                        encoding="utf-8")
+    print(render_markdown(report))
+    print(f"\nfull report: {args.out} ({report['wall_seconds']} s)")
+    return 0

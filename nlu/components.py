@@ -9,6 +9,7 @@ it adds no features.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import pickle
@@ -30,7 +31,13 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu.extractors import extract_entities, warm_up
 from nlu.normalize import normalize
-from nlu.request_model import ModelConfig, RequestModel, decide
+from nlu.request_model import (
+    CLASSIFIER_DEFAULTS,
+    ModelConfig,
+    RequestModel,
+    decide,
+    model_config_from,
+)
 from nlu.safety import detect_emergency
 
 logger = logging.getLogger(__name__)
@@ -151,29 +158,8 @@ class RequestClassifier(GraphComponent, IntentClassifier):
 
     @staticmethod
     def get_default_config() -> dict[str, Any]:
-        """Return the default config (see nlu.request_model.ModelConfig)."""
-        return {
-            "classifier": "linear_svc",
-            "C": None,
-            "char_ngram_range": [1, 2],
-            "token_weight": 0.3,
-            "nb_alpha": 3.0,
-            "softmax_scale": 5.0,
-            "random_state": 42,
-            "ranking_length": 10,
-            "category_ranking_length": 5,
-            "emergency_categories": ["elevator_trapped", "gas_leak"],
-            "emergency_override_intents": [
-                "greet",
-                "chitchat",
-                "out_of_scope",
-                "inform",
-                "request_human",
-            ],
-            "collapse_first": True,
-            "min_label_probability": 0.15,
-            "min_known_fraction": 0.5,
-        }
+        """Return the default config (see nlu.request_model.CLASSIFIER_DEFAULTS)."""
+        return copy.deepcopy(CLASSIFIER_DEFAULTS)
 
     def __init__(
         self,
@@ -191,17 +177,7 @@ class RequestClassifier(GraphComponent, IntentClassifier):
     @staticmethod
     def model_config(config: dict[str, Any]) -> ModelConfig:
         """Translate the component config into the model's hyper-parameters."""
-        low, high = config["char_ngram_range"]
-        return ModelConfig(
-            estimator=config["classifier"],
-            char_ngram_min=int(low),
-            char_ngram_max=int(high),
-            token_weight=float(config["token_weight"]),
-            c=None if config["C"] is None else float(config["C"]),
-            nb_alpha=float(config["nb_alpha"]),
-            softmax_scale=float(config["softmax_scale"]),
-            random_state=int(config["random_state"]),
-        )
+        return model_config_from(config)
 
     @classmethod
     def fingerprint_addon(cls, config: dict[str, Any]) -> str | None:

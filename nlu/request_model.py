@@ -10,7 +10,7 @@ data/nlu and checked on tests/nlu/heldout.yml; re-run with ``python -m nlu.evalu
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +74,47 @@ class ModelConfig:
                 f"set 'classifier' to one of {', '.join(ESTIMATORS)}"
             )
 
+
+
+# The RequestClassifier component's options and their defaults (config.yml may override
+# any of them). Kept here, free of Rasa, so tools can build the same model without it.
+CLASSIFIER_DEFAULTS: dict[str, Any] = {
+    "classifier": "linear_svc",
+    "C": None,
+    "char_ngram_range": [1, 2],
+    "token_weight": 0.3,
+    "nb_alpha": 3.0,
+    "softmax_scale": 5.0,
+    "random_state": 42,
+    "ranking_length": 10,
+    "category_ranking_length": 5,
+    "emergency_categories": ["elevator_trapped", "gas_leak"],
+    "emergency_override_intents": [
+        "greet",
+        "chitchat",
+        "out_of_scope",
+        "inform",
+        "request_human",
+    ],
+    "collapse_first": True,
+    "min_label_probability": 0.15,
+    "min_known_fraction": 0.5,
+    }
+
+
+def model_config_from(config: Mapping[str, Any]) -> ModelConfig:
+    """Translate the component's options into the model's hyper-parameters."""
+    low, high = config["char_ngram_range"]
+    return ModelConfig(
+        estimator=config["classifier"],
+        char_ngram_min=int(low),
+        char_ngram_max=int(high),
+        token_weight=float(config["token_weight"]),
+        c=None if config["C"] is None else float(config["C"]),
+        nb_alpha=float(config["nb_alpha"]),
+        softmax_scale=float(config["softmax_scale"]),
+        random_state=int(config["random_state"]),
+    )
 
 def feature_text(text: str) -> str:
     """Return the text the character n-grams are taken from."""
