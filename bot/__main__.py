@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.bench_classifier import main as bench_classifier_main
 
         return bench_classifier_main(argv[1:])
+    if argv[:1] == ["bench-routing"]:
+        from bot.bench_routing import main as bench_routing_main
+
+        return bench_routing_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bot", description="Linli (邻里) community assistant")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -187,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--out", default="var/bench")
     bench.set_defaults(func=_cmd_bench)
 
-    # Listed here for --help; its own options are parsed by bot.bench_classifier.
+    # Listed here for --help; their own options are parsed by their modules.
+    commands.add_parser(
+        "bench-routing",
+        help="a simulated month of orders through the engine and store, against the relay",
+    )
     commands.add_parser(
         "bench-classifier",
         help="train the request classifier and a TF-IDF + linear SVM baseline on labelled CSVs",
