@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from bot.settings import Secret
 
@@ -24,13 +25,18 @@ def make_engine(url: str | Secret, *, echo: bool = False) -> Engine:
         return create_engine(raw, future=True, echo=echo, pool_pre_ping=True)
 
     database = parsed.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
+    on_disk = bool(database) and database != ":memory:" and not database.startswith("file:")
+    if on_disk:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         raw,
         future=True,
         echo=echo,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        # SQLAlchemy 1.4 gives file databases a NullPool: a new connection, its pragmas and
+        # a WAL checkpoint on every transaction (measured ~3.3 ms). Keep connections instead,
+        # as SQLAlchemy 2.0 does by default.
+        **({"poolclass": QueuePool, "pool_size": 5, "max_overflow": 10} if on_disk else {}),
     )
     event.listen(engine, "connect", _on_sqlite_connect)
     event.listen(engine, "begin", _on_sqlite_begin)
