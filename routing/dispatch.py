@@ -121,10 +121,24 @@ def plan_dispatch(
             assigned_total=assigned_total,
             now=now,
         )
+        if assignee is None and role == "lead" and ticket.urgency == "P1":
+            assignee, why = _life_safety_owner(dept, roster, why)
         orders.append(
             Assignment(department=dept, role=role, assignee=assignee, reasons=reasons + why)
         )
     return DispatchPlan(ticket=ticket.number, orders=tuple(orders))
+
+
+def _life_safety_owner(
+    department: str, roster: Roster, why: tuple[str, ...]
+) -> tuple[str | None, tuple[str, ...]]:
+    """Name a person for a P1 lead even when nobody is on shift: a queue is no owner at night."""
+    members = roster.members(department)
+    owner = roster.head(department) or (members[0] if members else None)
+    if owner is None:
+        return None, why
+    note = f"生命安全：无人在岗，直接派给{owner.id} {owner.name}，请电话联系{owner.phone}"
+    return owner.id, (*why, note)
 
 
 def _grid_id(roster: Roster, building: str | None) -> str | None:

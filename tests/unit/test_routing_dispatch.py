@@ -120,6 +120,10 @@ def test_plan_dispatch_invariants_over_random_tickets(catalogue: Catalogue, rost
                 continue
             person = roster.member(order.assignee)
             assert person.department == order.department, context
+            if any(r.startswith("生命安全：无人在岗") for r in order.reasons):
+                # The one exception: a P1 lead names an owner even off shift or full.
+                assert ticket.urgency == "P1" and order.role == "lead", context
+                continue
             assert person.on_shift(now), f"{context}: {person.id} is off shift"
             assert open_load[person.id] < person.capacity, f"{context}: {person.id} is full"
             assert person.has_skill(category.id), f"{context}: {person.id} lacks the skill"
@@ -472,3 +476,16 @@ def test_out_of_grid_building_does_not_break_non_grid_orders(
         roster.grid_for_building("99")
     plan = _plan(catalogue, roster, _facts(catalogue, "water_leak", "99"))
     assert plan.lead.assignee == "wy02"
+
+
+def test_a_life_safety_lead_always_names_a_person(catalogue: Catalogue, roster: Roster) -> None:
+    sunday_3am = MONDAY - timedelta(hours=21)  # Sunday 03:00 in Shanghai: clinic closed
+    urgent = _plan(catalogue, roster, _facts(catalogue, "medical_service", urgency="P1"),
+                   now=sunday_3am)
+    assert urgent.lead.department == "health_center"
+    assert urgent.lead.assignee == roster.head("health_center").id
+    assert any("生命安全" in reason for reason in urgent.lead.reasons)
+    # An ordinary request at the same hour waits in the department's queue.
+    routine = _plan(catalogue, roster, _facts(catalogue, "medical_service", urgency="P3"),
+                    now=sunday_3am)
+    assert routine.lead.assignee is None
