@@ -179,7 +179,7 @@ class ActionHandleAffirm(Action):
                                   reason="居民撤销")
                     cancel_open_orders(db, ticket=ticket, actor="resident", now=current.clock())
                 except TicketError:
-                    status = STATUS_LABELS.get(ticket.status, "") if ticket else "办结"
+                    status = STATUS_LABELS.get(ticket.status, "") if ticket else "已办结"
                     dispatcher.utter_message(response="utter_ticket_closed_cannot_change",
                                              number=number, status=status)
                     return [SlotSet("confirm_pending", None)]

@@ -15,7 +15,7 @@ SAMPLES = {
     "number": "GD20261128-0007",
     "department": "电梯维保单位",
     "category": "漏水渗水",
-    "status": "处理中",
+    "status": "已办结",
     "detail": "电梯维保单位已接单，会尽快处理。",
     "wait": "15分钟",
     "max_building": "16",
@@ -31,3 +31,4 @@ def test_response_fits_one_sms(name: str) -> None:
     filled = re.sub(r"\{(\w+)\}", lambda m: SAMPLES[m.group(1)], text)
     assert len(filled) <= SMS_CHARS, f"{name}: {len(filled)} characters: {filled}"
     assert re.search(r"[\u4e00-\u9fff]", filled), name
+    assert "已已" not in filled, f"{name}: a status label already starts with 已: {filled}"
