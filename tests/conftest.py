@@ -14,6 +14,7 @@ Fixtures (add new ones below, keep each documented):
   sqlite_engine     session-wide Engine on the migrated SQLite file.
   postgres_engine   session-wide Engine on the migrated PostgreSQL schema (skips if down).
   db_engine         the engine of the current backend param ("sqlite" / "postgresql").
+  catalogue, roster the shipped data/catalogue.yml and data/roster.yml, loaded once.
 Tests that need real commits (e.g. concurrency) use an engine fixture directly and must
 delete what they wrote; they should use a day of their own for ticket numbers.
 """
@@ -30,8 +31,11 @@ from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.community import load_community
 from bot.db import make_engine
 from bot.migrate import upgrade
+from routing.catalogue import Catalogue, default_catalogue
+from routing.roster import Roster, load_roster
 
 PG_URL = os.environ.get("LINLI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", pytest.param("postgresql", marks=pytest.mark.postgres))
@@ -125,3 +129,16 @@ def db_session(db_session_factory: sessionmaker) -> Iterator[Session]:
         yield session
     finally:
         session.close()
+
+
+@pytest.fixture(scope="session")
+def catalogue() -> Catalogue:
+    """The shipped dispatch catalogue, data/catalogue.yml."""
+    return default_catalogue()
+
+
+@pytest.fixture(scope="session")
+def roster(catalogue: Catalogue) -> Roster:
+    """The shipped roster, data/roster.yml, checked against the demo community's buildings."""
+    return load_roster(catalogue=catalogue,
+                       buildings=[building.number for building in load_community().buildings])

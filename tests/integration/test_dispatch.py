@@ -50,24 +50,13 @@ from bot.staff import (
 )
 from bot.staff_cli import register
 from bot.tickets import cancel_ticket, create_ticket, transition
-from routing.catalogue import Catalogue, load_catalogue
-from routing.roster import Roster, load_roster
+from routing.catalogue import Catalogue
+from routing.roster import Roster
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai: day shifts on
 NIGHT = datetime(2026, 11, 29, 19, 0, tzinfo=UTC)  # Monday 03:00 in Shanghai: offices closed
-
-
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return load_catalogue()
-
-
-@pytest.fixture(scope="module")
-def roster(catalogue: Catalogue) -> Roster:
-    buildings = [b.number for b in load_community().buildings]
-    return load_roster(catalogue=catalogue, buildings=buildings)
 
 
 def _ticket(

@@ -6,28 +6,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from bot.community import load_community
 from bot.dispatch import active_lead, dispatch_ticket
 from bot.metrics import service_metrics
 from bot.staff import accept_order, resolve_order, return_order
 from bot.tickets import create_ticket
-from routing.catalogue import Catalogue, load_catalogue
-from routing.roster import Roster, load_roster
+from routing.catalogue import Catalogue
+from routing.roster import Roster
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
-
-
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return load_catalogue()
-
-
-@pytest.fixture(scope="module")
-def roster(catalogue: Catalogue) -> Roster:
-    return load_roster(catalogue=catalogue,
-                       buildings=[b.number for b in load_community().buildings])
 
 
 def _dispatched(session: Session, catalogue: Catalogue, roster: Roster, category: str,

@@ -37,21 +37,10 @@ from bot.scheduler import (
 from bot.settings import Secret, Settings
 from bot.staff import accept_order
 from bot.tickets import cancel_ticket, create_ticket
-from routing.catalogue import Catalogue, load_catalogue
-from routing.roster import Roster, load_roster
+from routing.catalogue import Catalogue
+from routing.roster import Roster
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return load_catalogue()
-
-
-@pytest.fixture(scope="module")
-def roster(catalogue: Catalogue) -> Roster:
-    buildings = [b.number for b in load_community().buildings]
-    return load_roster(catalogue=catalogue, buildings=buildings)
 
 
 def _url(engine: Engine) -> str:

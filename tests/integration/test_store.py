@@ -69,11 +69,6 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 
 
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return load_catalogue()
-
-
 @pytest.fixture
 def resident(db_session: Session) -> Resident:
     return find_or_create_resident(db_session, now=NOW, phone="13800000000")

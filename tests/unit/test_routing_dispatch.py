@@ -8,7 +8,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from routing.catalogue import TAXONOMY, Catalogue, UnknownCategory, default_catalogue
+from routing.catalogue import TAXONOMY, Catalogue, UnknownCategory
 from routing.dispatch import (
     QUEUE_REASON,
     VERIFY_CATEGORIES,
@@ -20,14 +20,12 @@ from routing.dispatch import (
 )
 from routing.learning import LearnedRoutes, LearnedRule, Outcome
 from routing.roster import (
-    DEFAULT_ROSTER_PATH,
     BuildingNotInGrid,
     Grid,
     NaiveDatetimeError,
     Roster,
     Shift,
     Staff,
-    load_roster,
 )
 
 pytestmark = pytest.mark.unit
@@ -36,17 +34,6 @@ BUILDINGS = tuple(str(n) for n in range(1, 17))
 MONDAY = datetime(2026, 11, 22, 16, 0, tzinfo=UTC)  # Monday 00:00 in Shanghai
 WEDNESDAY_10 = MONDAY + timedelta(days=2, hours=10)
 SATURDAY_23 = MONDAY + timedelta(days=5, hours=23)
-
-
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return default_catalogue()
-
-
-@pytest.fixture(scope="module")
-def roster(catalogue: Catalogue) -> Roster:
-    # Reads the committed data file once; it is test input, not external I/O.
-    return load_roster(DEFAULT_ROSTER_PATH, catalogue=catalogue, buildings=BUILDINGS)
 
 
 def _facts(catalogue: Catalogue, category: str, building: str | None = "7", **kw) -> TicketFacts:

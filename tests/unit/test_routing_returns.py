@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from routing.catalogue import TAXONOMY, Catalogue, default_catalogue
+from routing.catalogue import TAXONOMY, Catalogue
 from routing.dispatch import TicketFacts
 from routing.learning import LearnedRoutes, LearnedRule, Outcome
 from routing.returns import (
@@ -19,11 +19,6 @@ from routing.returns import (
 )
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return default_catalogue()
 
 
 def _ticket(category: str, ranking: tuple[tuple[str, float], ...] = ()) -> TicketFacts:

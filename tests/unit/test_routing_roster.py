@@ -8,16 +8,14 @@ from typing import Any
 
 import pytest
 
-from routing.catalogue import Catalogue, default_catalogue
+from routing.catalogue import Catalogue
 from routing.roster import (
-    DEFAULT_ROSTER_PATH,
     BuildingNotInGrid,
     NaiveDatetimeError,
     Roster,
     RosterError,
     Shift,
     UnknownStaff,
-    load_roster,
     parse_roster,
     roster_from_yaml,
 )
@@ -32,17 +30,6 @@ MONDAY = datetime(2026, 11, 22, 16, 0, tzinfo=UTC)
 def _local(day: int, hh: int, mm: int = 0) -> datetime:
     """Return the UTC instant of weekday `day` (0=Mon) at hh:mm Shanghai time."""
     return MONDAY + timedelta(days=day, hours=hh, minutes=mm)
-
-
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return default_catalogue()
-
-
-@pytest.fixture(scope="module")
-def roster(catalogue: Catalogue) -> Roster:
-    # Reads the committed data file once; it is test input, not external I/O.
-    return load_roster(DEFAULT_ROSTER_PATH, catalogue=catalogue, buildings=BUILDINGS)
 
 
 # --- the shipped demo roster ------------------------------------------------------------
