@@ -9,6 +9,8 @@ from functools import lru_cache
 from typing import Any
 
 from rasa_sdk import Tracker
+from rasa_sdk.events import ActiveLoop, EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
 from bot.app import App, shared_app
@@ -21,6 +23,13 @@ REPORT_SLOTS = (
     "report_category", "report_description", "report_urgency", "report_building", "report_unit",
     "report_room", "report_floor", "report_phone", "report_time_window", "report_ranking",
 )
+
+
+def drop_report(dispatcher: CollectingDispatcher) -> list[EventType]:
+    """Abandon the report being collected: say so, end the form, forget all but the phone."""
+    dispatcher.utter_message(response="utter_report_dropped")
+    return [ActiveLoop(None), SlotSet("requested_slot", None), SlotSet("confirm_pending", None)] + [
+        SlotSet(name, None) for name in REPORT_SLOTS if name != "report_phone"]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.context import REPORT_SLOTS, app, session, turn_of
+from actions.context import app, drop_report, session, turn_of
 from bot.reports import find_ticket
 from bot.tickets import STATUS_LABELS, TicketError, add_info
 
@@ -70,9 +70,7 @@ class ActionCancelTicket(Action):
     def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
             domain: DomainDict) -> list[EventType]:
         if tracker.active_loop_name == "report_form":
-            dispatcher.utter_message(response="utter_report_dropped")
-            return [ActiveLoop(None), SlotSet("requested_slot", None)] + [
-                SlotSet(name, None) for name in REPORT_SLOTS if name != "report_phone"]
+            return drop_report(dispatcher)
         turn = turn_of(tracker)
         catalogue = app().catalogue
         with session() as db:

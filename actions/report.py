@@ -8,7 +8,7 @@ from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.context import REPORT_SLOTS, app, jobstore, learned_routes, session, turn_of
+from actions.context import app, drop_report, jobstore, learned_routes, session, turn_of
 from bot.dispatch import cancel_open_orders
 from bot.reports import (
     ReportDraft,
@@ -199,8 +199,7 @@ class ActionHandleDeny(Action):
             domain: DomainDict) -> list[EventType]:
         pending = tracker.get_slot("confirm_pending") or ""
         if tracker.active_loop_name == "report_form":
-            dispatcher.utter_message(response="utter_report_dropped")
-            return [ActiveLoop(None), SlotSet("requested_slot", None)] + _clear_report()
+            return drop_report(dispatcher)
         if pending == "report":
             dispatcher.utter_message(response="utter_ask_what_is_wrong")
             return [ActiveLoop(None)]
@@ -210,11 +209,6 @@ class ActionHandleDeny(Action):
             return [ActiveLoop(None), SlotSet("confirm_pending", None)]
         dispatcher.utter_message(response="utter_anything_else")
         return [ActiveLoop(None)]
-
-
-def _clear_report() -> list[EventType]:
-    return [SlotSet(name, None) for name in REPORT_SLOTS if name != "report_phone"] + [
-        SlotSet("confirm_pending", None)]
 
 
 class ActionHandleCorrection(Action):
