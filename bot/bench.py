@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import platform
 import re
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from routing.metrics import percentile as routing_percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 HELDOUT = ROOT / "tests" / "nlu" / "heldout.yml"
@@ -73,15 +74,12 @@ RUNS: tuple[Level, ...] = (
 # ---------------------------------------------------------------- pure helpers
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Return the q-th percentile (0-100), interpolating linearly between closest ranks."""
+    """Return the q-th percentile (0-100) of a non-empty sample, as routing.metrics does."""
     if not values:
         raise ValueError("percentile of no values: measure at least one sample first")
     if not 0 <= q <= 100:
         raise ValueError(f"percentile q must be within 0..100, got {q}")
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return float(routing_percentile(values, q))
 
 
 def latency_summary(samples_ms: Sequence[float], *, wall_s: float | None = None) -> dict[str, Any]:
