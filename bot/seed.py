@@ -6,8 +6,8 @@ from sqlalchemy import func, select
 from bot.app import build_app
 from bot.conversations import find_or_create_resident
 from bot.db import session_scope
-from bot.models import Ticket
 from bot.dispatch import active_lead, dispatch_ticket
+from bot.models import Ticket
 from bot.staff import accept_order, add_progress, resolve_order
 from bot.tickets import create_ticket
 

@@ -18,8 +18,8 @@ from bot.db import session_scope
 from bot.dispatch import work_orders_view
 from bot.hub import Hub, Inbound, RasaClient
 from bot.metrics import service_metrics
-from bot.scheduler import make_scheduler
 from bot.models import CHANNELS
+from bot.scheduler import make_scheduler
 from bot.ticket_view import ticket_as_dict
 from bot.tickets import get_ticket_by_number
 from routing.metrics import GROUPINGS
