@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.bench_classifier import main as bench_classifier_main
 
         return bench_classifier_main(argv[1:])
+    if argv[:1] == ["simulate"]:
+        from bot.simulate import main as simulate_main
+
+        return simulate_main(argv[1:])
     if argv[:1] == ["bench-routing"]:
         from bot.bench_routing import main as bench_routing_main
 
@@ -195,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "bench-routing",
         help="a simulated month of orders through the engine and store, against the relay",
+    )
+    commands.add_parser(
+        "simulate",
+        help="be a resident on sms, wechat or voice: signed provider requests to the running stack",
     )
     commands.add_parser(
         "bench-classifier",

@@ -1,4 +1,11 @@
-"""Conversation hub: store every inbound message first, then let the bot or a person answer."""
+"""Conversation hub: store every inbound message first, then let the bot or a person answer.
+
+Every channel hands the hub one `Inbound`. Before the bot sees a word the hub has stored
+it (a provider retry is recognised and not answered twice), and it takes care of what is
+the same on every channel: SMS opt-out, photos as evidence, answers to numbered choices
+("1" for the first button), satisfaction ratings, phone linking, the WeChat service
+window. Replies come back rendered for the channel the resident used.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,19 +13,24 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from bot import evidence, linking
 from bot.app import App
-from bot.conversations import (
-    find_or_create_resident,
-    record_inbound,
-    record_outbound,
-)
+from bot.conversations import find_or_create_resident, record_inbound, record_outbound
 from bot.db import session_scope
-from bot.models import Conversation
+from bot.inbound import Inbound
+from bot.models import Conversation, SmsOptOut, Ticket
+from bot.senders.wechat import record_window_inbound
 from bot.texts import text as domain_text
+from bot.tickets import RatingNotAllowed, rate_ticket
+from channels.menus import numbered_menu, read_menu_choice, spoken_menu
+from channels.twilio_sms import is_start, is_stop
 
 log = logging.getLogger(__name__)
 
@@ -26,37 +38,64 @@ log = logging.getLogger(__name__)
 NLU_MAX_CHARS = 500
 # Stored messages are capped so a hostile client cannot fill the disk with one request.
 STORE_MAX_CHARS = 20_000
-_CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u200b-\u200f\u2028-\u202e\ufeff]")
+# Control and invisible characters; U+200D stays, it joins emoji such as 👨‍👩‍👧.
+_CONTROL = re.compile(
+    r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u200b\u200c\u200e\u200f"
+    r"\u2028-\u202e\ufeff]"
+)
+# A choice payload the hub acts on itself instead of passing to Rasa: rate:<ticket id>:<1-5>.
+_RATE = re.compile(r"^rate:(\d+):([1-5])$")
+
+__all__ = ["Choice", "Hub", "Inbound", "Outcome", "RasaClient", "RasaUnavailable", "Reply",
+           "clean_text", "render_reply"]
 
 
 @dataclass(frozen=True)
-class Inbound:
-    """One message from a resident, already verified and normalised by its channel."""
+class Choice:
+    """One option the bot offers: what the resident sees, and what the bot receives."""
 
-    channel: str
-    sender_key: str
+    title: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One bot message; channels without buttons show its choices as a numbered menu."""
+
     text: str
-    provider_message_id: str | None = None
-    phone: str | None = None
-    wechat_openid: str | None = None
-    payload: dict[str, Any] | None = None
+    choices: tuple[Choice, ...] = ()
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What the hub did with an inbound message."""
 
-    replies: list[str]
+    replies: list[str]  # rendered for the channel the message came in on
     conversation_id: int
     state: str
     duplicate: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    messages: list[Reply] = field(default_factory=list)
+    ticket_number: str | None = None  # a work order created during this turn
+    resident_id: int | None = None
 
 
 def clean_text(raw: str) -> str:
     """Drop control and invisible characters and surrounding blanks; keep everything else."""
     cleaned = _CONTROL.sub(" ", unicodedata.normalize("NFC", raw))
     return re.sub(r"[ \t\r\n]+", " ", cleaned).strip()
+
+
+def render_reply(reply: Reply, channel: str) -> str:
+    """Render a reply for a channel: buttons on web chat, 回复1… by text, 请按一 by phone."""
+    if not reply.choices:
+        return reply.text
+    titles = [choice.title for choice in reply.choices]
+    if channel == "voice":
+        return reply.text + spoken_menu(titles)
+    if channel == "web":
+        return reply.text
+    return numbered_menu(reply.text, titles)
 
 
 class RasaUnavailable(RuntimeError):
@@ -71,8 +110,8 @@ class RasaClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
-    async def send(self, *, sender: str, message: str, metadata: dict[str, Any]) -> list[str]:
-        """Send one turn and return the bot's text replies."""
+    async def send(self, *, sender: str, message: str, metadata: dict[str, Any]) -> list[Reply]:
+        """Send one turn and return the bot's replies with any buttons it offered."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         payload = {"sender": sender, "message": message, "metadata": metadata}
@@ -83,11 +122,37 @@ class RasaClient:
                 body = await response.json()
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise RasaUnavailable(str(exc) or type(exc).__name__) from exc
-        return [item["text"] for item in body if item.get("text")]
+        return [_reply_of(item) for item in body if item.get("text")]
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _reply_of(item: dict[str, Any]) -> Reply:
+    choices = tuple(
+        Choice(str(button["title"]), str(button["payload"]))
+        for button in item.get("buttons") or ()
+        if isinstance(button, dict) and button.get("title") and button.get("payload")
+    )
+    return Reply(item["text"], choices)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    conversation_id: int
+    state: str
+    duplicate: bool
+    resident_id: int | None
+    photos: int  # photos this message carried, now stored as evidence
+
+
+@dataclass(frozen=True)
+class _Before:
+    """What the hub decided before asking the bot: a reply of its own, or the bot's input."""
+
+    replies: list[Reply] | None
+    message: str = ""
 
 
 class Hub:
@@ -96,50 +161,48 @@ class Hub:
     def __init__(self, app: App, rasa: RasaClient) -> None:
         self._app = app
         self._rasa = rasa
+        self._sms_available = app.settings.twilio is not None
 
     async def handle(self, inbound: Inbound) -> Outcome:
         """Store the message, then answer it; a repeat of a stored message is not answered again."""
+        started = self._app.clock()
         cleaned = clean_text(inbound.text)[:STORE_MAX_CHARS]
-        stored = await asyncio.to_thread(self._store_inbound, inbound, cleaned)
-        conversation_id, state, duplicate, resident_id = stored
-        if duplicate:
-            return Outcome([], conversation_id, state, duplicate=True)
-
-        # Emoji or punctuation alone still go to the bot, which asks politely; nothing at all
-        # is answered here.
-        if not cleaned and not inbound.payload:
-            return await self._answer(conversation_id, [domain_text("utter_empty_message")])
-        if state in ("queued", "agent"):
-            return await self._answer(conversation_id, [domain_text("utter_queued_ack")])
+        stored = await asyncio.to_thread(self._store_inbound, inbound, cleaned, started)
+        if stored.duplicate:
+            return Outcome([], stored.conversation_id, stored.state, duplicate=True,
+                           resident_id=stored.resident_id)
+        before = await asyncio.to_thread(self._before_bot, inbound, cleaned, stored)
+        if before.replies is not None:
+            return await self._answer(inbound, stored, before.replies, started)
 
         metadata = {
             "channel": inbound.channel,
-            "conversation_id": conversation_id,
-            "resident_id": resident_id,
+            "conversation_id": stored.conversation_id,
+            "resident_id": stored.resident_id,
             "phone": inbound.phone,
         }
         try:
             replies = await self._rasa.send(
-                sender=f"conv-{conversation_id}",
-                message=cleaned[:NLU_MAX_CHARS],
+                sender=f"conv-{stored.conversation_id}",
+                message=before.message[:NLU_MAX_CHARS],
                 metadata=metadata,
             )
         except RasaUnavailable as exc:
-            log.warning("rasa unavailable for conversation %s: %s", conversation_id, exc)
+            log.warning("rasa unavailable for conversation %s: %s", stored.conversation_id, exc)
             hotline = self._app.community.hotline
-            return await self._answer(
-                conversation_id, [domain_text("utter_service_busy", hotline=hotline)]
-            )
+            busy = Reply(domain_text("utter_service_busy", hotline=hotline))
+            return await self._answer(inbound, stored, [busy], started)
         if not replies:
             # Rasa answered nothing (an action failed): the resident must never hear silence.
-            replies = [domain_text("utter_default")]
-        return await self._answer(conversation_id, replies)
+            replies = [Reply(domain_text("utter_default"))]
+        return await self._answer(inbound, stored, replies, started)
 
     async def close(self) -> None:
         await self._rasa.close()
 
-    def _store_inbound(self, inbound: Inbound, cleaned: str) -> tuple[int, str, bool, int | None]:
-        now = self._app.clock()
+    # --- before the bot -------------------------------------------------------------------
+
+    def _store_inbound(self, inbound: Inbound, cleaned: str, now: datetime) -> _Stored:
         with session_scope(self._app.sessions) as session:
             resident = None
             if inbound.phone or inbound.wechat_openid:
@@ -158,17 +221,115 @@ class Hub:
             )
             conversation = session.get(Conversation, message.conversation_id)
             assert conversation is not None
-            return conversation.id, conversation.state, duplicate, conversation.resident_id
+            photos = 0
+            if not duplicate:
+                photos = evidence.store_photos(session, message=message, payload=inbound.payload,
+                                               now=now)
+                if inbound.channel == "wechat" and not (inbound.payload or {}).get("event"):
+                    record_window_inbound(session, openid=inbound.sender_key, at=now)
+            return _Stored(conversation.id, conversation.state, duplicate,
+                           conversation.resident_id, photos)
 
-    async def _answer(self, conversation_id: int, replies: list[str]) -> Outcome:
-        state = await asyncio.to_thread(self._store_outbound, conversation_id, replies)
-        return Outcome(replies, conversation_id, state)
+    def _before_bot(self, inbound: Inbound, cleaned: str, stored: _Stored) -> _Before:
+        now = self._app.clock()
+        with session_scope(self._app.sessions) as session:
+            conversation = session.get(Conversation, stored.conversation_id)
+            assert conversation is not None
+            if inbound.channel == "sms" and inbound.phone:
+                opt = _sms_keyword(session, inbound.phone, cleaned, now)
+                if opt is not None:
+                    return _Before([Reply(domain_text(opt))])
+            offered = conversation.pending_choices or []
+            conversation.pending_choices = None
+            if stored.photos and not cleaned:
+                return _Before([Reply(evidence.acknowledge(session, conversation, now=now))])
+            if conversation.state in ("queued", "agent"):
+                return _Before([Reply(domain_text("utter_queued_ack"))])
+            payload = _chosen(offered, cleaned)
+            if payload is not None and (rated := _RATE.match(payload)):
+                return _Before([_rate(session, int(rated.group(1)), int(rated.group(2)), now)])
+            reply = linking.handle(session, resident_id=stored.resident_id,
+                                   channel=inbound.channel, text=cleaned, now=now,
+                                   sms_available=self._sms_available,
+                                   hotline=self._app.community.hotline)
+            if reply is not None:
+                return _Before([Reply(reply)])
+            if payload is not None:
+                return _Before(None, payload)
+            if not cleaned:
+                # Emoji or punctuation alone still go to the bot, which asks politely; nothing
+                # at all (an empty SMS, a blank line) is answered here.
+                return _Before([Reply(domain_text("utter_empty_message"))])
+            return _Before(None, cleaned)
 
-    def _store_outbound(self, conversation_id: int, replies: list[str]) -> str:
+    # --- after -----------------------------------------------------------------------------
+
+    async def _answer(self, inbound: Inbound, stored: _Stored, replies: list[Reply],
+                      started: datetime) -> Outcome:
+        rendered = [render_reply(reply, inbound.channel) for reply in replies]
+        state, number = await asyncio.to_thread(
+            self._store_outbound, stored.conversation_id, replies, rendered, started)
+        return Outcome(rendered, stored.conversation_id, state, messages=replies,
+                       ticket_number=number, resident_id=stored.resident_id)
+
+    def _store_outbound(self, conversation_id: int, replies: list[Reply], rendered: list[str],
+                        started: datetime) -> tuple[str, str | None]:
         now = self._app.clock()
         with session_scope(self._app.sessions) as session:
             conversation = session.get(Conversation, conversation_id)
             assert conversation is not None
-            for reply in replies:
-                record_outbound(session, conversation=conversation, text=reply, now=now)
-            return conversation.state
+            for reply, text in zip(replies, rendered, strict=True):
+                payload = ({"choices": [c.title for c in reply.choices]} if reply.choices
+                           else None)
+                record_outbound(session, conversation=conversation, text=text, now=now,
+                                payload=payload)
+            offered = next((reply.choices for reply in reversed(replies) if reply.choices), ())
+            conversation.pending_choices = (
+                [{"title": c.title, "payload": c.payload} for c in offered] or None)
+            ticket = session.execute(
+                select(Ticket).where(Ticket.conversation_id == conversation_id,
+                                     Ticket.created_at >= started)
+                .order_by(Ticket.id.desc()).limit(1)
+            ).scalar_one_or_none()
+            if ticket is not None:
+                # Photos and a shared location sent before the order existed belong to it.
+                evidence.attach_to_new_ticket(session, ticket=ticket, conversation=conversation,
+                                              now=now)
+            return conversation.state, ticket.number if ticket is not None else None
+
+
+def _chosen(offered: list[dict[str, str]], text: str) -> str | None:
+    """Return the payload of the offered choice the resident picked ("1", "确认"), if any."""
+    if not offered or not text or len(offered) > 9:
+        return None
+    index = read_menu_choice(text, len(offered), options=[c["title"] for c in offered])
+    return offered[index - 1]["payload"] if index else None
+
+
+def _sms_keyword(session: Session, phone: str, text: str, now: datetime) -> str | None:
+    """Honour 退订/STOP and 订阅/START; return the response to send, or None."""
+    if is_stop(text):
+        if session.get(SmsOptOut, phone) is None:
+            session.add(SmsOptOut(phone=phone, opted_out_at=now))
+        return "utter_sms_opted_out"
+    if is_start(text):
+        opted_out = session.get(SmsOptOut, phone)
+        if opted_out is not None:
+            session.delete(opted_out)
+            return "utter_sms_opted_in"
+    return None
+
+
+def _rate(session: Session, ticket_id: int, score: int, now: datetime) -> Reply:
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        return Reply(domain_text("utter_default"))
+    try:
+        with session.begin_nested():
+            rate_ticket(session, ticket=ticket, score=score, actor="resident", now=now)
+    except RatingNotAllowed:
+        return Reply(domain_text("utter_rating_not_open", number=ticket.number))
+    if score <= 2:
+        return Reply(domain_text("utter_rating_sorry"))
+    return Reply(domain_text("utter_rating_thanks"))
+

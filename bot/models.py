@@ -154,6 +154,8 @@ class Conversation(Base):
     state: Mapped[str] = Column(String(16), nullable=False, default="bot")
     started_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
     last_message_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    # The choices the bot last offered (buttons → "回复1确认"), so "1" can answer them.
+    pending_choices: Mapped[list[dict[str, str]] | None] = Column(JSON, nullable=True)
 
     resident: Mapped[Resident | None] = relationship("Resident", back_populates="conversations")
     messages: Mapped[list[Message]] = relationship(
@@ -341,3 +343,144 @@ apscheduler_jobs = Table(
     Column("next_run_time", Float(25), index=True),
     Column("job_state", LargeBinary, nullable=False),
 )
+
+
+# --- channels: outbox, opt-outs, service windows, identity links, calls, evidence ---------
+
+OUTBOX_CHANNELS: tuple[str, ...] = ("web", "sms", "wechat")
+OUTBOX_STATUSES: tuple[str, ...] = ("pending", "sent", "failed")
+OUTBOX_KINDS: tuple[str, ...] = ("reply", "status", "rating", "code", "notice")
+CALLBACK_STATUSES: tuple[str, ...] = ("open", "done")
+
+
+class OutboxMessage(Base):
+    """A message owed to a resident; delivered (and retried) by the outbox worker.
+
+    Written in the same transaction as the change it reports, so a crash or a provider
+    outage delays a message but never loses it. `failed` is kept for agents to see.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint(_one_of("channel", OUTBOX_CHANNELS), name="channel"),
+        CheckConstraint(_one_of("status", OUTBOX_STATUSES), name="status"),
+        CheckConstraint(_one_of("kind", OUTBOX_KINDS), name="kind"),
+        Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    channel: Mapped[str] = Column(String(16), nullable=False)
+    address: Mapped[str] = Column(String(128), nullable=False)
+    text: Mapped[str] = Column(Text, nullable=False)
+    kind: Mapped[str] = Column(String(16), nullable=False)
+    resident_id: Mapped[int | None] = Column(Integer, ForeignKey("residents.id"), nullable=True)
+    conversation_id: Mapped[int | None] = Column(
+        Integer, ForeignKey("conversations.id"), nullable=True
+    )
+    ticket_id: Mapped[int | None] = Column(Integer, ForeignKey("tickets.id"), nullable=True)
+    # One status update per ticket and event: enqueueing the same key twice is a no-op.
+    dedupe_key: Mapped[str | None] = Column(String(128), nullable=True, unique=True)
+    status: Mapped[str] = Column(String(16), nullable=False, default="pending")
+    attempts: Mapped[int] = Column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    last_error: Mapped[str | None] = Column(String(255), nullable=True)
+    provider_message_id: Mapped[str | None] = Column(String(128), nullable=True)
+    created_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    sent_at: Mapped[datetime | None] = Column(UTCDateTime(), nullable=True)
+
+    def __repr__(self) -> str:
+        return f"<OutboxMessage {self.id} {self.channel} {self.kind} {self.status}>"
+
+
+class SmsOptOut(Base):
+    """A phone number that sent 退订/STOP: no SMS goes to it until it opts in again."""
+
+    __tablename__ = "sms_opt_outs"
+
+    phone: Mapped[str] = Column(String(32), primary_key=True)
+    opted_out_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+
+class WeChatWindow(Base):
+    """One follower's customer-service window: 5 messages within 48 h of their last."""
+
+    __tablename__ = "wechat_windows"
+
+    openid: Mapped[str] = Column(String(64), primary_key=True)
+    last_inbound_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    sent_since_inbound: Mapped[int] = Column(Integer, nullable=False, default=0)
+
+
+class LinkCode(Base):
+    """A code sent by SMS to prove a WeChat follower owns a phone number."""
+
+    __tablename__ = "link_codes"
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    resident_id: Mapped[int] = Column(
+        Integer, ForeignKey("residents.id"), nullable=False, index=True
+    )
+    phone: Mapped[str] = Column(String(20), nullable=False)
+    code_hash: Mapped[str] = Column(String(64), nullable=False)
+    attempts: Mapped[int] = Column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    used_at: Mapped[datetime | None] = Column(UTCDateTime(), nullable=True)
+
+
+class VoiceCall(Base):
+    """One hotline call: where the caller is in the flow, so a hang-up leaves a trace."""
+
+    __tablename__ = "voice_calls"
+
+    call_sid: Mapped[str] = Column(String(64), primary_key=True)
+    caller: Mapped[str | None] = Column(String(32), nullable=True)
+    conversation_id: Mapped[int | None] = Column(
+        Integer, ForeignKey("conversations.id"), nullable=True
+    )
+    step: Mapped[str] = Column(String(16), nullable=False, default="menu")
+    failures: Mapped[int] = Column(Integer, nullable=False, default=0)
+    ticket_number: Mapped[str | None] = Column(String(20), nullable=True)
+    last_prompt: Mapped[str | None] = Column(Text, nullable=True)
+    started_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    ended_at: Mapped[datetime | None] = Column(UTCDateTime(), nullable=True)
+
+
+class CallbackTask(Base):
+    """Somebody must call this resident back: a hang-up mid-report, or nobody answered."""
+
+    __tablename__ = "callback_tasks"
+    __table_args__ = (CheckConstraint(_one_of("status", CALLBACK_STATUSES), name="status"),)
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    phone: Mapped[str | None] = Column(String(32), nullable=True)
+    conversation_id: Mapped[int | None] = Column(
+        Integer, ForeignKey("conversations.id"), nullable=True
+    )
+    call_sid: Mapped[str | None] = Column(String(64), nullable=True, unique=True)
+    reason: Mapped[str] = Column(String(32), nullable=False)
+    draft: Mapped[dict[str, Any]] = Column(JSON, nullable=False, default=dict)
+    status: Mapped[str] = Column(String(16), nullable=False, default="open")
+    created_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    done_at: Mapped[datetime | None] = Column(UTCDateTime(), nullable=True)
+
+
+class Attachment(Base):
+    """A photo a resident sent (WeChat image, MMS): evidence for their work order."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = Column(
+        Integer, ForeignKey("conversations.id"), nullable=False, index=True
+    )
+    message_id: Mapped[int | None] = Column(Integer, ForeignKey("messages.id"), nullable=True)
+    ticket_id: Mapped[int | None] = Column(
+        Integer, ForeignKey("tickets.id"), nullable=True, index=True
+    )
+    kind: Mapped[str] = Column(String(16), nullable=False)
+    url: Mapped[str | None] = Column(Text, nullable=True)
+    media_id: Mapped[str | None] = Column(String(128), nullable=True)
+    content_type: Mapped[str | None] = Column(String(64), nullable=True)
+    created_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)

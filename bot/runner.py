@@ -49,9 +49,8 @@ class Stack:
         return env
 
     def commands(self) -> dict[str, list[str]]:
-        credentials = ROOT / "credentials.yml"
-        if not credentials.exists():
-            credentials = ROOT / "credentials.example.yml"
+        # Rasa only ever sees the REST channel; provider credentials stay with the hub.
+        credentials = ROOT / "bot" / "rasa_credentials.yml"
         return {
             "actions": [sys.executable, "-m", "rasa_sdk", "--actions", "actions",
                         "--port", str(self.ports.actions)],
@@ -135,11 +134,17 @@ class Stack:
 def run_all() -> int:
     """Prepare the database and model, start everything, print where to click, supervise."""
     from bot.migrate import upgrade
+    from bot.sandbox import ensure_sandbox_credentials
     from bot.seed import seed_demo
     from bot.settings import Settings
     from bot.training import ensure_model
 
     settings = Settings.from_env()
+    # No real WeChat/Twilio account configured: the demo runs both channels against the
+    # hub's own loopback stand-ins, so `python -m bot simulate` works out of the box.
+    sandbox_env = ensure_sandbox_credentials(ROOT / "var")
+    if sandbox_env:
+        settings = Settings.from_env({**os.environ, **sandbox_env})
     upgrade(settings.database_url.reveal())
     print(seed_demo())
     model, seconds = ensure_model()
@@ -147,6 +152,7 @@ def run_all() -> int:
         print(f"trained {model.name} in {seconds:.0f} s")
     stack = Stack(
         model=model,
+        env=sandbox_env,
         host=settings.host,
         ports=Ports(hub=settings.port, actions=settings.actions_port,
                     rasa=urlsplit(settings.rasa_url).port or 5005),
@@ -162,7 +168,10 @@ def run_all() -> int:
             f"  web chat      {base}/\n"
             f"  work orders   {base}/api/tickets/<number>\n"
             f"  terminal chat python -m bot chat --channel sms --sender 13800000000\n"
-            f"  Rasa server   {settings.rasa_url}  ·  action server http://{settings.host}:{settings.actions_port}\n"
+            + "".join(f"  {line}\n" for line in settings.channel_report())
+            + "  try a channel python -m bot simulate sms|wechat|voice"
+            + (" (sandbox: no real accounts)\n" if sandbox_env else "\n")
+            + f"  Rasa server   {settings.rasa_url}  ·  action server http://{settings.host}:{settings.actions_port}\n"
             f"  database      {settings.database_url_redacted}\n"
             f"Ctrl-C stops everything.",
             flush=True,

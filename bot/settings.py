@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_PATH = REPO_ROOT / "var" / "linli.db"
@@ -65,6 +68,28 @@ def redact_url(url: str) -> str:
 
 
 @dataclass(frozen=True)
+class WeChatSettings:
+    """An Official Account: the server-configuration token, app id/secret and AES key."""
+
+    token: Secret
+    app_id: str
+    app_secret: Secret
+    aes_key: Secret = field(default_factory=lambda: Secret(""))  # empty: plaintext mode
+    api_base: str = "https://api.weixin.qq.com"
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    """A Twilio account and number; voice and SMS share them."""
+
+    account_sid: str
+    auth_token: Secret
+    from_number: str
+    transfer_number: str = ""  # the staff phone a hotline caller is put through to
+    api_base: str = "https://api.twilio.com"
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: Secret = field(default_factory=lambda: Secret(default_database_url()))
     host: str = "127.0.0.1"
@@ -73,11 +98,22 @@ class Settings:
     actions_port: int = 5055
     catalogue_path: Path = DEFAULT_CATALOGUE_PATH
     timezone: str = TIMEZONE
+    # The address providers call, as they see it (before any reverse proxy); Twilio
+    # signs this URL, so it must match what is configured in the Twilio console.
+    public_base_url: str = ""
+    wechat: WeChatSettings | None = None
+    twilio: TwilioSettings | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        """Build Settings from environment variables, reporting every bad one at once."""
+        """Build Settings from environment variables, reporting every bad one at once.
+
+        Channel credentials may also come from credentials.yml (LINLI_CREDENTIALS), whose
+        `${VAR}` placeholders are filled from the environment; a variable set in the
+        environment wins over the file.
+        """
         problems: list[str] = []
+        environ = {**credentials_file_values(environ, problems), **environ}
 
         database_url = environ.get("DATABASE_URL", "").strip() or default_database_url()
         scheme = database_url.split(":", 1)[0].split("+", 1)[0]
@@ -105,9 +141,24 @@ class Settings:
             # Relative to the repository, so the result does not depend on the cwd.
             catalogue_path = REPO_ROOT / catalogue_path
 
+        public_base_url = environ.get("PUBLIC_BASE_URL", "").strip().rstrip("/")
+        if public_base_url and (urlsplit(public_base_url).scheme not in ("http", "https")
+                                or not urlsplit(public_base_url).netloc):
+            problems.append(
+                f"PUBLIC_BASE_URL must be the https URL providers call, got {public_base_url!r}; "
+                f"e.g. PUBLIC_BASE_URL=https://linli.example.org"
+            )
+        wechat = _wechat(environ, problems)
+        twilio = _twilio(environ, problems)
+        if (wechat or twilio) and not public_base_url:
+            public_base_url = f"http://{host}:{port}"
+
         if problems:
             raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
         return cls(
+            public_base_url=public_base_url,
+            wechat=wechat,
+            twilio=twilio,
             database_url=Secret(database_url),
             host=host,
             port=port,
@@ -134,6 +185,132 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.reveal().startswith("sqlite")
+
+    def channel_report(self) -> list[str]:
+        """Say which channels are on, one line each, for the start-up log."""
+        lines = ["web chat: on"]
+        if self.wechat:
+            mode = "safe mode (AES)" if self.wechat.aes_key else "plaintext mode"
+            lines.append(f"WeChat: on, app id {self.wechat.app_id}, {mode}, "
+                         f"server URL {self.public_base_url}/webhooks/wechat")
+        else:
+            lines.append("WeChat: off (set WECHAT_TOKEN, WECHAT_APP_ID, WECHAT_APP_SECRET)")
+        if self.twilio:
+            lines.append(f"Twilio SMS + voice: on, number {self.twilio.from_number}, "
+                         f"webhooks {self.public_base_url}/twilio/sms, /twilio/voice and "
+                         f"/twilio/voice/status (call status callback)")
+        else:
+            lines.append("Twilio SMS + voice: off (set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, "
+                         "TWILIO_FROM_NUMBER)")
+        return lines
+
+
+# credentials.yml section -> key -> environment variable it stands for.
+CREDENTIAL_KEYS: dict[str, dict[str, str]] = {
+    "wechat": {"token": "WECHAT_TOKEN", "app_id": "WECHAT_APP_ID",
+               "app_secret": "WECHAT_APP_SECRET", "aes_key": "WECHAT_AES_KEY"},
+    "twilio": {"account_sid": "TWILIO_ACCOUNT_SID", "auth_token": "TWILIO_AUTH_TOKEN",
+               "from_number": "TWILIO_FROM_NUMBER", "transfer_number": "TWILIO_TRANSFER_NUMBER"},
+}
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def credentials_path(environ: Mapping[str, str]) -> Path:
+    """Return where credentials.yml is read from (LINLI_CREDENTIALS, else the repository)."""
+    raw = environ.get("LINLI_CREDENTIALS", "").strip()
+    path = Path(raw) if raw else REPO_ROOT / "credentials.yml"
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def credentials_file_values(environ: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    """Read the wechat/twilio sections of credentials.yml as environment-style names."""
+    path = credentials_path(environ)
+    if not path.exists():
+        return {}
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        problems.append(f"{path} is not readable YAML ({exc}); fix it or remove it")
+        return {}
+    if not isinstance(document, dict):
+        problems.append(f"{path} must be a mapping of sections such as wechat: and twilio:")
+        return {}
+    values: dict[str, str] = {}
+    for section, keys in CREDENTIAL_KEYS.items():
+        body = document.get(section)
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            problems.append(f"{path}: section {section} must be a mapping of {', '.join(keys)}")
+            continue
+        for key, raw in body.items():
+            if key not in keys:
+                problems.append(f"{path}: {section}.{key} is unknown; use {', '.join(keys)}")
+                continue
+            text = "" if raw is None else str(raw)
+            missing = [name for name in _PLACEHOLDER.findall(text) if name not in environ]
+            if missing:
+                problems.append(f"{path}: {section}.{key} uses ${{{missing[0]}}}, "
+                                f"which is not set in the environment")
+                continue
+            values[keys[key]] = _PLACEHOLDER.sub(lambda m: environ[m.group(1)], text)
+    return values
+
+
+def _api_base(environ: Mapping[str, str], name: str, default: str, problems: list[str]) -> str:
+    value = environ.get(name, "").strip().rstrip("/") or default
+    if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
+        problems.append(f"{name} must be an http(s) URL, got {value!r}; leave it unset normally")
+    return value
+
+
+def _required(environ: Mapping[str, str], provider: str, names: tuple[str, ...],
+              optional: tuple[str, ...], problems: list[str]) -> dict[str, str] | None:
+    """Read a provider's variables: all required ones, or none at all (the channel is off)."""
+    values = {name: environ.get(name, "").strip() for name in names + optional}
+    if not any(values.values()):
+        return None
+    missing = [name for name in names if not values[name]]
+    if missing:
+        problems.append(f"{provider} needs {', '.join(missing)} as well; set all of "
+                        f"{', '.join(names)} or none")
+        return None
+    return values
+
+
+def _wechat(environ: Mapping[str, str], problems: list[str]) -> WeChatSettings | None:
+    values = _required(environ, "WeChat", ("WECHAT_TOKEN", "WECHAT_APP_ID", "WECHAT_APP_SECRET"),
+                       ("WECHAT_AES_KEY",), problems)
+    if values is None:
+        return None
+    aes_key = values["WECHAT_AES_KEY"]
+    if aes_key and len(aes_key) != 43:
+        problems.append("WECHAT_AES_KEY must be the 43-character EncodingAESKey from the "
+                        "Official Account console")
+    return WeChatSettings(
+        token=Secret(values["WECHAT_TOKEN"]),
+        app_id=values["WECHAT_APP_ID"],
+        app_secret=Secret(values["WECHAT_APP_SECRET"]),
+        aes_key=Secret(aes_key),
+        api_base=_api_base(environ, "WECHAT_API_BASE", "https://api.weixin.qq.com", problems),
+    )
+
+
+def _twilio(environ: Mapping[str, str], problems: list[str]) -> TwilioSettings | None:
+    values = _required(environ, "Twilio",
+                       ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER"),
+                       ("TWILIO_TRANSFER_NUMBER",), problems)
+    if values is None:
+        return None
+    if not values["TWILIO_ACCOUNT_SID"].startswith("AC"):
+        problems.append("TWILIO_ACCOUNT_SID starts with AC; copy it from the Twilio console")
+    return TwilioSettings(
+        account_sid=values["TWILIO_ACCOUNT_SID"],
+        auth_token=Secret(values["TWILIO_AUTH_TOKEN"]),
+        from_number=values["TWILIO_FROM_NUMBER"],
+        transfer_number=values["TWILIO_TRANSFER_NUMBER"],
+        api_base=_api_base(environ, "TWILIO_API_BASE", "https://api.twilio.com", problems),
+    )
 
 
 def _port(environ: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:

@@ -24,8 +24,9 @@ from bot.dispatch import (
     ticket_facts,
 )
 from bot.models import ACTIVE_ORDER_STATUSES, Ticket, WorkOrder
+from bot.notify import notify_ticket
 from bot.tickets import STATUS_LABELS, TRANSITIONS, record_event, transition
-from routing.catalogue import Catalogue
+from routing.catalogue import Catalogue, default_catalogue
 from routing.dispatch import choose_assignee
 from routing.learning import LearnedRoutes
 from routing.returns import RETURN_REASONS, reroute
@@ -168,7 +169,8 @@ def _taken(order: WorkOrder, staff: Staff) -> StaffActionError:
 
 
 def accept_order(
-    session: Session, *, order_id: int, staff_id: str, roster: Roster, now: datetime
+    session: Session, *, order_id: int, staff_id: str, roster: Roster, now: datetime,
+    catalogue: Catalogue | None = None,
 ) -> WorkOrder:
     """Accept an open order; of two concurrent accepts exactly one wins."""
     order, ticket, staff = _load(session, order_id, staff_id, roster)
@@ -183,7 +185,7 @@ def accept_order(
         )
     if not _claim(session, order, staff, now=now, status="accepted", assignee=staff.id):
         raise _taken(order, staff)
-    record_event(
+    event = record_event(
         session,
         ticket=ticket,
         kind="order_accepted",
@@ -195,6 +197,8 @@ def accept_order(
     if order.role == "lead":
         transition(session, ticket=ticket, to="accepted", actor=_actor(staff), now=now,
                    reason=f"{staff.name}签收")
+        notify_ticket(session, ticket=ticket, update="accepted", event=event, now=now,
+                      catalogue=catalogue or default_catalogue(), department=order.department)
     return order
 
 
@@ -271,7 +275,7 @@ def return_order(
     session.flush()
     previous_lead = ticket.lead_department
     ticket.lead_department = decision.department
-    record_event(
+    rerouted = record_event(
         session, ticket=ticket, kind="arbitration" if decision.arbitration else "rerouted",
         actor="bot", now=now,
         data={"order": new_order.id, "from_order": order.id, "department": decision.department,
@@ -279,11 +283,14 @@ def return_order(
               "reasons": list(new_order.reasons),
               "lead_department": {"old": previous_lead, "new": decision.department}},
     )
+    notify_ticket(session, ticket=ticket, update="dispatched", event=rerouted, now=now,
+                  catalogue=catalogue, department=decision.department)
     return ReturnOutcome(order, new_order, decision.arbitration, tuple(new_order.reasons))
 
 
 def add_progress(
-    session: Session, *, order_id: int, staff_id: str, text: str, roster: Roster, now: datetime
+    session: Session, *, order_id: int, staff_id: str, text: str, roster: Roster, now: datetime,
+    catalogue: Catalogue | None = None,
 ) -> WorkOrder:
     """Record a progress note on an accepted order; the ticket is then in progress."""
     if not text or not text.strip():
@@ -293,11 +300,14 @@ def add_progress(
     _require_accepted(order, staff, "add progress notes")
     order.status = "in_progress"
     order.updated_at = now
-    record_event(
+    event = record_event(
         session, ticket=ticket, kind="progress_note", actor=_actor(staff), now=now,
         data={"order": order.id, "department": order.department, "text": text.strip(),
               "staff": staff.id},
     )
+    notify_ticket(session, ticket=ticket, update="progress", event=event, now=now,
+                  catalogue=catalogue or default_catalogue(), department=order.department,
+                  note=text.strip())
     if ticket.status == "accepted":
         transition(session, ticket=ticket, to="in_progress", actor=_actor(staff), now=now,
                    reason="处理中")
@@ -322,6 +332,7 @@ def resolve_order(
     note: str | None,
     roster: Roster,
     now: datetime,
+    catalogue: Catalogue | None = None,
 ) -> WorkOrder:
     """Resolve an accepted order; resolving the lead order resolves the ticket."""
     order, ticket, staff = _load(session, order_id, staff_id, roster)
@@ -331,7 +342,7 @@ def resolve_order(
     order.status = "resolved"
     order.updated_at = now
     clean_note = note.strip() if note and note.strip() else None
-    record_event(
+    event = record_event(
         session, ticket=ticket, kind="order_resolved", actor=_actor(staff), now=now,
         data={"order": order.id, "department": order.department, "role": order.role,
               "note": clean_note, "staff": staff.id},
@@ -339,6 +350,10 @@ def resolve_order(
     for status in path:
         transition(session, ticket=ticket, to=status, actor=_actor(staff), now=now,
                    reason=clean_note if status == "resolved" else "处理中")
+    if path:
+        notify_ticket(session, ticket=ticket, update="resolved", event=event, now=now,
+                      catalogue=catalogue or default_catalogue(), department=order.department,
+                      note=clean_note)
     return order
 
 

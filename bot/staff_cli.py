@@ -85,15 +85,17 @@ def execute(args: argparse.Namespace, *, app: App, roster: Roster | None = None)
                                for o in found]}
         if command == "accept":
             order = accept_order(session, order_id=args.order, staff_id=args.staff,
-                                 roster=roster, now=now)
+                                 roster=roster, now=now, catalogue=app.catalogue)
             return _summary(order, roster, app)
         if command == "note":
             order = add_progress(session, order_id=args.order, staff_id=args.staff,
-                                 text=args.text, roster=roster, now=now)
+                                 text=args.text, roster=roster, now=now,
+                                 catalogue=app.catalogue)
             return _summary(order, roster, app)
         if command == "resolve":
             order = resolve_order(session, order_id=args.order, staff_id=args.staff,
-                                  note=args.text, roster=roster, now=now)
+                                  note=args.text, roster=roster, now=now,
+                                  catalogue=app.catalogue)
             return _summary(order, roster, app)
         if command == "return":
             outcome = return_order(session, order_id=args.order, staff_id=args.staff,

@@ -5,23 +5,33 @@ Sanic 21.12 (Rasa's pin) fails on every receive.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bot import sandbox
 from bot.app import App, build_app
 from bot.db import session_scope
 from bot.dispatch import work_orders_view
 from bot.hub import Hub, Inbound, RasaClient
 from bot.metrics import service_metrics
 from bot.models import CHANNELS
+from bot.outbox import Offline, Outbox, Sender
 from bot.scheduler import make_scheduler
+from bot.senders.twilio_sms import TwilioSmsSender
+from bot.senders.wechat import WeChatSender
 from bot.ticket_view import ticket_as_dict
 from bot.tickets import get_ticket_by_number
+from bot.webhooks import sms as sms_hooks
+from bot.webhooks import voice as voice_hooks
+from bot.webhooks import wechat as wechat_hooks
+from bot.webkeys import APP, HUB, OUTBOX, SCHEDULER
 from routing.metrics import GROUPINGS
 
 log = logging.getLogger(__name__)
@@ -64,25 +74,75 @@ def _json(body: Any, status: int = 200) -> web.Response:
                              dumps=lambda value: json.dumps(value, ensure_ascii=False))
 
 
-def create_web_app(app: App | None = None, *, with_scheduler: bool = True) -> web.Application:
-    """Build the aiohttp application around one hub (and the SLA scheduler)."""
+class WebChats:
+    """The open web-chat sockets per resident, so the outbox can push updates into them."""
+
+    channel = "web"
+
+    def __init__(self) -> None:
+        self._sockets: dict[str, set[web.WebSocketResponse]] = {}
+
+    def add(self, address: str, ws: web.WebSocketResponse) -> None:
+        self._sockets.setdefault(address, set()).add(ws)
+
+    def remove(self, address: str, ws: web.WebSocketResponse) -> None:
+        self._sockets.get(address, set()).discard(ws)
+        if not self._sockets.get(address):
+            self._sockets.pop(address, None)
+
+    async def send(self, address: str, text: str) -> str | None:
+        sockets = [ws for ws in self._sockets.get(address, ()) if not ws.closed]
+        if not sockets:
+            raise Offline("web chat not open")
+        frame = json.dumps({"type": "update", "text": text}, ensure_ascii=False)
+        for ws in sockets:
+            await ws.send_str(frame)
+        return None
+
+
+def _senders(app: App, chats: WebChats) -> dict[str, Sender]:
+    senders: dict[str, Sender] = {"web": chats}
+    settings = app.settings
+    if settings.wechat is not None:
+        senders["wechat"] = WeChatSender(settings.wechat, sessions=app.sessions, clock=app.clock)
+    if settings.twilio is not None:
+        senders["sms"] = TwilioSmsSender(settings.twilio, sessions=app.sessions)
+    return senders
+
+
+def _outbox_poll_s() -> float:
+    try:
+        return max(float(os.environ.get("LINLI_OUTBOX_POLL_S", "1.0")), 0.05)
+    except ValueError:
+        return 1.0
+
+
+def create_web_app(app: App | None = None, *, with_scheduler: bool = True,
+                   with_outbox: bool = True) -> web.Application:
+    """Build the aiohttp application around one hub, its outbox and the SLA scheduler."""
     server = web.Application(client_max_size=1_000_000)
-    hub_key: web.AppKey[Hub] = web.AppKey("hub", Hub)
-    app_key: web.AppKey[App] = web.AppKey("app", App)
-    scheduler_key: web.AppKey[Any] = web.AppKey("scheduler", object)
+    current = app or build_app()
+    server[APP] = current
+    chats = WebChats()
 
     async def start(server: web.Application) -> None:
-        server[app_key] = app or build_app()
-        server[hub_key] = Hub(server[app_key], RasaClient(server[app_key].settings.rasa_url))
+        server[HUB] = Hub(current, RasaClient(current.settings.rasa_url))
+        server[OUTBOX] = Outbox(current.sessions, _senders(current, chats), clock=current.clock,
+                                poll_s=_outbox_poll_s())
+        if with_outbox:
+            server[OUTBOX].start()
         if with_scheduler:
             # SLA reminders and escalations run here, from the persistent job store.
-            server[scheduler_key] = make_scheduler(server[app_key].settings.database_url)
-            server[scheduler_key].start()
+            server[SCHEDULER] = make_scheduler(current.settings.database_url)
+            server[SCHEDULER].start()
 
     async def stop(server: web.Application) -> None:
-        await server[hub_key].close()
+        # Replies the bot finished after WeChat's 5 s go to the outbox before it stops.
+        await wechat_hooks.drain()
+        await server[HUB].close()
+        await server[OUTBOX].stop()
         if with_scheduler:
-            server[scheduler_key].shutdown(wait=False)
+            server[SCHEDULER].shutdown(wait=False)
 
     async def chat_page(_request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "chat.html",
@@ -98,7 +158,7 @@ def create_web_app(app: App | None = None, *, with_scheduler: bool = True) -> we
         except (ValueError, UnicodeDecodeError) as exc:
             message = str(exc) if isinstance(exc, BadRequest) else "the body must be UTF-8 JSON"
             return _json({"error": message}, status=400)
-        outcome = await request.app[hub_key].handle(inbound)
+        outcome = await request.app[HUB].handle(inbound)
         return _json({
             "replies": outcome.replies,
             "conversation_id": outcome.conversation_id,
@@ -108,7 +168,7 @@ def create_web_app(app: App | None = None, *, with_scheduler: bool = True) -> we
 
     async def get_ticket(request: web.Request) -> web.Response:
         number = request.match_info["number"]
-        current = request.app[app_key]
+        current = request.app[APP]
         with session_scope(current.sessions) as session:
             ticket = get_ticket_by_number(session, number=number)
             if ticket is None:
@@ -126,7 +186,7 @@ def create_web_app(app: App | None = None, *, with_scheduler: bool = True) -> we
         by = request.query.get("by") or None
         if by is not None and by not in GROUPINGS:
             return _json({"error": f"by must be one of {', '.join(GROUPINGS)}"}, status=400)
-        current = request.app[app_key]
+        current = request.app[APP]
         with session_scope(current.sessions) as session:
             report = service_metrics(session, catalogue=current.catalogue,
                                      roster=current.roster, now=current.clock(), by=by)
@@ -141,6 +201,17 @@ def create_web_app(app: App | None = None, *, with_scheduler: bool = True) -> we
                                          ensure_ascii=False))
             await ws.close()
             return ws
+        address = f"web-{sid}"
+        chats.add(address, ws)
+        # Updates that waited for this resident to come back go out now.
+        asyncio.get_running_loop().create_task(request.app[OUTBOX].run_once(address))
+        try:
+            await _chat(request, ws, address)
+        finally:
+            chats.remove(address, ws)
+        return ws
+
+    async def _chat(request: web.Request, ws: web.WebSocketResponse, address: str) -> None:
         async for frame in ws:
             if frame.type != WSMsgType.TEXT:
                 continue
@@ -151,12 +222,14 @@ def create_web_app(app: App | None = None, *, with_scheduler: bool = True) -> we
                     raise ValueError("text must be a string")
             except ValueError:
                 text = frame.data  # a plain-text frame is still the resident's words
-            outcome = await request.app[hub_key].handle(
-                Inbound(channel="web", sender_key=f"web-{sid}", text=text[:MAX_TEXT_CHARS])
+            outcome = await request.app[HUB].handle(
+                Inbound(channel="web", sender_key=address, text=text[:MAX_TEXT_CHARS])
             )
-            for reply in outcome.replies:
-                await ws.send_str(json.dumps({"type": "bot", "text": reply}, ensure_ascii=False))
-        return ws
+            for reply, message in zip(outcome.replies, outcome.messages, strict=False):
+                frame = {"type": "bot", "text": reply}
+                if message.choices:
+                    frame["buttons"] = [choice.title for choice in message.choices]
+                await ws.send_str(json.dumps(frame, ensure_ascii=False))
 
     server.on_startup.append(start)
     server.on_cleanup.append(stop)
@@ -168,6 +241,16 @@ def create_web_app(app: App | None = None, *, with_scheduler: bool = True) -> we
         web.get("/api/metrics", get_metrics),
         web.get("/ws", chat_socket),
     ])
+    settings = current.settings
+    if settings.wechat is not None:
+        server.add_routes(wechat_hooks.routes())
+    if settings.twilio is not None:
+        server.add_routes(sms_hooks.routes())
+        server.add_routes(voice_hooks.routes())
+    if os.environ.get("LINLI_SANDBOX") == "1":
+        server.add_routes(sandbox.routes())
+    for line in settings.channel_report():
+        log.info("channel %s", line)
     return server
 
 

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from bot.conversations import InvalidPhone, normalize_phone
-from bot.hub import Inbound
+from bot.inbound import Inbound
+from channels.menus import MAX_MENU_OPTIONS, keyword, numbered_menu, read_menu_choice
 
 CHANNEL = "sms"
 SINGLE_SEGMENT_UNITS = 70
 CONCAT_SEGMENT_UNITS = 67
 # Twilio accepts at most 10 media items per MMS.
 MAX_MEDIA = 10
-MAX_MENU_OPTIONS = 9
 
 # Twilio's default opt-out and opt-in keywords (Advanced Opt-Out guide,
 # https://www.twilio.com/docs/messaging/tutorials/advanced-opt-out), plus the words
@@ -40,13 +40,6 @@ _CLAUSE_END = frozenset("，、,：:）)」』”’》】~～ \t\r\u3000")
 _CLOSERS = frozenset("）)」』”’》】")
 _TOKEN_CHAR = re.compile(r"[A-Za-z0-9\-]")
 
-_CHINESE_DIGITS = {
-    "一": 1, "幺": 1, "壹": 1, "二": 2, "两": 2, "贰": 2, "三": 3, "叁": 3,
-    "四": 4, "肆": 4, "五": 5, "伍": 5, "六": 6, "陆": 6, "七": 7, "柒": 7,
-    "八": 8, "捌": 8, "九": 9, "玖": 9,
-}
-_CHOICE_PREFIX = re.compile(r"^(?:回复|我选|选择|选|按|第)")
-_CHOICE_SUFFIX = re.compile(r"(?:号|个|项|条)?(?:吧|啊|呀|了|的)?$")
 
 
 class InvalidSms(ValueError):
@@ -107,19 +100,14 @@ def _media(params: Mapping[str, str]) -> list[dict[str, str]]:
     return items
 
 
-def _keyword(text: str) -> str:
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return "".join(ch for ch in folded if not (ch.isspace() or unicodedata.category(ch)[0] == "P"))
-
-
 def is_stop(text: str) -> bool:
     """Return True when the whole message is an opt-out keyword (STOP, TD, 退订 ...)."""
-    return _keyword(text) in _STOP_WORDS
+    return keyword(text) in _STOP_WORDS
 
 
 def is_start(text: str) -> bool:
     """Return True when the whole message is an opt-in keyword; act on it only if opted out."""
-    return _keyword(text) in _START_WORDS
+    return keyword(text) in _START_WORDS
 
 
 def ucs2_units(text: str) -> int:
@@ -266,37 +254,4 @@ def render_sms(replies: list[str]) -> str:
     return str(response)
 
 
-def numbered_menu(prompt: str, options: Sequence[str]) -> str:
-    """Render a reply-by-number menu, e.g. numbered_menu("信息对吗？", ["确认", "修改"])."""
-    if not 1 <= len(options) <= MAX_MENU_OPTIONS:
-        raise ValueError(f"give 1 to {MAX_MENU_OPTIONS} options, got {len(options)}")
-    if any(not option.strip() for option in options):
-        raise ValueError("menu options must not be blank")
-    choices = "，".join(f"回复{number}{option.strip()}" for number, option in enumerate(options, 1))
-    prompt = prompt.strip()
-    if prompt and not _ends_with_punct(prompt):
-        prompt += "，"
-    return prompt + choices
-
-
-def _ends_with_punct(text: str) -> bool:
-    return unicodedata.category(text[-1]).startswith("P")
-
-
-def read_menu_choice(text: str, n: int, *, options: Sequence[str] = ()) -> int | None:
-    """Return the 1-based option a reply picks ("1", "１", "一", "壹", "回复2", "修改"), or None."""
-    if not 1 <= n <= MAX_MENU_OPTIONS:
-        raise ValueError(f"n must be 1 to {MAX_MENU_OPTIONS}, got {n}")
-    if options and len(options) != n:
-        raise ValueError(f"pass {n} options to match n, got {len(options)}")
-    word = _keyword(text)
-    bare = _CHOICE_SUFFIX.sub("", _CHOICE_PREFIX.sub("", word))
-    # "修改", and "修改吧" / "选修改" once the filler around the option word is gone.
-    for candidate in (word, bare):
-        for index, option in enumerate(options, 1):
-            if candidate and candidate == _keyword(option):
-                return index
-    if len(bare) != 1:
-        return None
-    choice = int(bare) if bare.isdigit() else _CHINESE_DIGITS.get(bare)
-    return choice if choice is not None and 1 <= choice <= n else None
+__all__ = ["MAX_MENU_OPTIONS", "numbered_menu", "read_menu_choice"]

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from bot.conversations import InvalidPhone, normalize_phone
-from bot.hub import Inbound
+from bot.inbound import Inbound
 
 CHANNEL = "voice"
 MAX_FAILED_ATTEMPTS = 2

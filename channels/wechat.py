@@ -25,7 +25,7 @@ from wechatpy.messages import MESSAGE_TYPES, UnknownMessage
 from wechatpy.replies import TextReply
 from wechatpy.utils import WeChatSigner
 
-from bot.hub import Inbound
+from bot.inbound import Inbound
 
 CHANNEL = "wechat"
 SUCCESS = "success"  # an empty-handed answer inside 5 s stops WeChat's retries

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,12 +16,8 @@ from bot.db import make_engine, make_session_factory
 from bot.migrate import upgrade
 from bot.runner import Ports, Stack
 from bot.training import ensure_model
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.e2e.providers import FakeProviders, stack_env, start_fake_providers
+from tests.loopback import free_port
 
 
 @dataclass
@@ -30,6 +25,7 @@ class RunningStack:
     base_url: str
     sessions: sessionmaker
     log_dir: Path
+    providers: FakeProviders
 
     def post(self, path: str, body: Any, *, raw: bytes | None = None) -> tuple[int, dict]:
         data = raw if raw is not None else json.dumps(body).encode()
@@ -59,13 +55,20 @@ class RunningStack:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def providers() -> FakeProviders:
+    """WeChat's and Twilio's APIs, played on loopback for the whole session."""
+    return start_fake_providers(free_port())
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory,
+          providers: FakeProviders) -> Iterator[RunningStack]:
     root = tmp_path_factory.mktemp("stack")
     database_url = f"sqlite:///{root / 'linli.db'}"
     upgrade(database_url)
     model, _ = ensure_model()
     ports = Ports(hub=free_port(), rasa=free_port(), actions=free_port())
-    running = Stack(model=model, ports=ports, env={"DATABASE_URL": database_url},
+    running = Stack(model=model, ports=ports, env={"DATABASE_URL": database_url, **stack_env(providers)},
                     log_dir=root / "logs")
     running.start()
     try:
@@ -73,7 +76,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         running.warm_up()
         engine = make_engine(database_url)
         yield RunningStack(base_url=f"http://127.0.0.1:{ports.hub}",
-                           sessions=make_session_factory(engine), log_dir=root / "logs")
+                           sessions=make_session_factory(engine), log_dir=root / "logs",
+                           providers=providers)
         engine.dispose()
     except Exception:
         for log in sorted((root / "logs").glob("*.log")):

@@ -1,0 +1,1 @@
+"""Outbound senders for the outbox, one per provider."""
