@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
@@ -30,9 +29,9 @@ from bot.hub import Hub, Outcome
 from bot.models import CallbackTask, Message, VoiceCall
 from bot.ticket_view import format_location
 from bot.tickets import get_ticket_by_number
+from bot.webhooks.twilio_forms import BadForm, read_form, refuse_form, signed_by_twilio
 from bot.webkeys import APP, HUB
 from channels import twilio_voice as tv
-from channels.twilio_sms import verify
 
 log = logging.getLogger(__name__)
 
@@ -93,31 +92,6 @@ class Turn:
 Handler = Callable[[Turn], Awaitable[str]]
 
 
-class BadBody(ValueError):
-    """Not a Twilio form post: too large, not form-encoded or not UTF-8."""
-
-
-# --- request plumbing ------------------------------------------------------------------
-
-
-async def _read_form(request: web.Request) -> MultiDict[str]:
-    if request.content_type != "application/x-www-form-urlencoded":
-        raise BadBody("expected application/x-www-form-urlencoded")
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise BadBody("body too large")
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(4096):
-        body.extend(chunk)
-        if len(body) > MAX_BODY_BYTES:
-            raise BadBody("body too large")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True,
-                          max_num_fields=MAX_FIELDS)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadBody(str(exc)) from exc
-    return MultiDict(pairs)
-
-
 def _twiml(xml: str) -> web.Response:
     return web.Response(text=xml, content_type="text/xml", charset="utf-8")
 
@@ -130,15 +104,10 @@ def _route(path: str, handler: Handler) -> web.RouteDef:
         try:
             app, twilio = request.app[APP], request.app[APP].settings.twilio
             try:
-                form = await _read_form(request)
-            except BadBody as exc:
-                refused = web.Response(status=400, text=f"bad request: {exc}")
-                refused.force_close()  # the unread rest of the body must not become a request
-                return refused
-            url = app.settings.public_base_url + request.path_qs
-            signature = request.headers.get("X-Twilio-Signature")
-            if twilio is None or not verify(auth_token=twilio.auth_token.reveal(), url=url,
-                                            params=form, signature=signature):
+                form = await read_form(request, max_bytes=MAX_BODY_BYTES, max_fields=MAX_FIELDS)
+            except BadForm as exc:
+                return refuse_form(exc)
+            if twilio is None or not signed_by_twilio(request, form):
                 return web.Response(status=403, text="invalid Twilio signature")
             params = {key: form[key] for key in form}
             if tv.ATTEMPT_PARAM in request.query:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import logging
 import os
 from collections.abc import Mapping
@@ -205,9 +204,7 @@ async def _deliver_late(server: web.Application, parsed: WeChatInbound,
         await asyncio.to_thread(_enqueue_replies, server[APP], parsed, outcome)
         outbox = server.get(OUTBOX)
         if outbox is not None:
-            kicked = outbox.kick()
-            if inspect.isawaitable(kicked):
-                await kicked
+            outbox.kick()
     except Exception:  # noqa: BLE001 - nothing above this task would see the error
         log.exception("late WeChat reply to %s could not be queued", parsed.openid)
 
@@ -222,7 +219,7 @@ def _enqueue_replies(app: App, parsed: WeChatInbound, outcome: Outcome) -> None:
                 continue
             enqueue(session, channel="wechat", address=parsed.openid, text=reply, kind="reply",
                     now=now, conversation_id=outcome.conversation_id,
-                    resident_id=getattr(outcome, "resident_id", None),
+                    resident_id=outcome.resident_id,
                     dedupe_key=f"wechat-reply:{push}:{index}")
 
 
