@@ -103,6 +103,8 @@ class Settings:
     public_base_url: str = ""
     wechat: WeChatSettings | None = None
     twilio: TwilioSettings | None = None
+    # Shared state for several hub processes (today: WeChat's access token); unset = in-process.
+    redis_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -150,6 +152,10 @@ class Settings:
             )
         wechat = _wechat(environ, problems)
         twilio = _twilio(environ, problems)
+        redis_url = environ.get("REDIS_URL", "").strip()
+        if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            problems.append(f"REDIS_URL must be a redis:// URL, got {redact_url(redis_url)!r}; "
+                            f"e.g. REDIS_URL=redis://127.0.0.1:6379/0")
         if (wechat or twilio) and not public_base_url:
             public_base_url = f"http://{host}:{port}"
 
@@ -157,6 +163,7 @@ class Settings:
             raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
         return cls(
             public_base_url=public_base_url,
+            redis_url=redis_url,
             wechat=wechat,
             twilio=twilio,
             database_url=Secret(database_url),

@@ -104,7 +104,8 @@ def _senders(app: App, chats: WebChats) -> dict[str, Sender]:
     senders: dict[str, Sender] = {"web": chats}
     settings = app.settings
     if settings.wechat is not None:
-        senders["wechat"] = WeChatSender(settings.wechat, sessions=app.sessions, clock=app.clock)
+        senders["wechat"] = WeChatSender(settings.wechat, sessions=app.sessions, clock=app.clock,
+                                         redis_url=settings.redis_url or None)
     if settings.twilio is not None:
         senders["sms"] = TwilioSmsSender(settings.twilio, sessions=app.sessions)
     return senders

@@ -22,6 +22,7 @@ from bot.db import session_scope
 from bot.models import WeChatWindow
 from bot.outbox import RetryLater, Undeliverable, WindowClosed
 from bot.settings import WeChatSettings
+from bot.token_store import RedisAccessTokenCache
 from channels.wechat import (
     AccessTokenCache,
     FetchedToken,
@@ -66,14 +67,18 @@ class WeChatSender:
 
     def __init__(self, settings: WeChatSettings, *, sessions: sessionmaker,
                  clock: Callable[[], datetime], timeout_s: float = SEND_TIMEOUT_S,
-                 tokens: AccessTokenCache | None = None) -> None:
+                 tokens: AccessTokenCache | None = None, redis_url: str | None = None) -> None:
         self._settings = settings
         self._base = settings.api_base.rstrip("/")
         self._sessions = sessions
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._http: aiohttp.ClientSession | None = None
-        # Exactly one fetcher per app id: WeChat revokes the old token on every fetch.
+        # Exactly one fetcher per app id: WeChat revokes the old token on every fetch. With
+        # several hub processes the token lives in Redis; alone, in this process.
+        if tokens is None and redis_url:
+            tokens = RedisAccessTokenCache(redis_url, app_id=settings.app_id,
+                                           fetcher=self._fetch_token)
         self.tokens: AccessTokenCache = tokens or InProcessAccessTokenCache(
             fetcher=self._fetch_token, clock=clock)
 
@@ -108,6 +113,8 @@ class WeChatSender:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        if isinstance(self.tokens, RedisAccessTokenCache):
+            await self.tokens.close()
 
     # --- WeChat API -----------------------------------------------------------------------
 
