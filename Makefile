@@ -36,6 +36,7 @@ test: model
 
 bench: model
 	$(PY) -m bot bench
+	$(PY) -m bot bench-channels --out var/bench
 
 clean:
 	rm -rf var models/*.tar.gz

@@ -142,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.simulate import main as simulate_main
 
         return simulate_main(argv[1:])
+    if argv[:1] == ["bench-channels"]:
+        from bot.bench_channels import main as bench_channels_main
+
+        return bench_channels_main(argv[1:])
     if argv[:1] == ["bench-routing"]:
         from bot.bench_routing import main as bench_routing_main
 
@@ -199,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "bench-routing",
         help="a simulated month of orders through the engine and store, against the relay",
+    )
+    commands.add_parser(
+        "bench-channels",
+        help="webhook latency per channel against /api/messages; WeChat's 5 s passive window",
     )
     commands.add_parser(
         "simulate",
