@@ -31,12 +31,17 @@ model: install
 run: model
 	$(PY) -m bot run
 
-test: model
+test: model chromium
 	bash scripts/test.sh
 
 bench: model
 	$(PY) -m bot bench
 	$(PY) -m bot bench-channels --out var/bench
+
+# The console's browser tests drive Debian's Chromium (Playwright never downloads one).
+chromium:
+	@test -x /usr/bin/chromium || apt-get install -y -q chromium \
+		|| (apt-get update -q && apt-get install -y -q chromium)
 
 clean:
 	rm -rf var models/*.tar.gz

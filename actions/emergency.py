@@ -1,4 +1,5 @@
-"""Life safety first: advise the emergency number, open a P1 order, alert the on-duty human."""
+"""Life safety first: advise the emergency number, open a P1 order, alert the on-duty human,
+and put the conversation at the head of the agents' queue."""
 from __future__ import annotations
 
 from rasa_sdk import Action, Tracker
@@ -7,6 +8,8 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.context import app, jobstore, learned_routes, session, turn_of
+from bot.handoff import MIN_WAIT_MINUTES, queue
+from bot.models import Conversation
 from bot.reports import ReportDraft, submit_report
 from bot.scheduler import schedule_sla
 from bot.tickets import record_event
@@ -57,8 +60,18 @@ class ActionEmergency(Action):
                          now=current.clock(),
                          data={"emergency": kind, "department": lead.id, "phone": lead.phone})
             number = ticket.number
+            # In the same transaction as the order: no P1 without a person on the way.
+            conversation = (db.get(Conversation, turn.conversation_id)
+                            if turn.conversation_id else None)
+            minutes = None
+            if conversation is not None and conversation.state != "closed":
+                minutes = queue(db, conversation=conversation, reason="life_safety",
+                                now=current.clock())
         schedule_sla(jobstore(), ticket=ticket, catalogue=current.catalogue, now=current.clock())
         dispatcher.utter_message(response="utter_emergency_ticket", number=number)
+        if minutes is not None:
+            dispatcher.utter_message(response="utter_emergency_handoff",
+                                     wait=f"{max(minutes, MIN_WAIT_MINUTES)}分钟")
         if not draft.building:
             dispatcher.utter_message(response="utter_emergency_ask_location")
         return [ActiveLoop(None), SlotSet("requested_slot", None), SlotSet("ticket_number", number),

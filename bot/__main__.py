@@ -186,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     metrics.add_argument("--by", choices=["department", "grid", "worker", "category", "channel"])
     metrics.set_defaults(func=_cmd_metrics)
 
+    from bot.accounts_cli import register as register_accounts
     from bot.staff_cli import register as register_staff
 
     register_staff(commands)
+    register_accounts(commands)
 
     evaluate = commands.add_parser("eval-nlu", help="evaluate the model on the held-out file")
     evaluate.add_argument("--file", default="tests/nlu/heldout.yml")

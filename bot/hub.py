@@ -22,8 +22,10 @@ from sqlalchemy.orm import Session
 
 from bot import evidence, linking
 from bot.app import App
+from bot.console_bus import ConsoleBus
 from bot.conversations import find_or_create_resident, record_inbound, record_outbound
 from bot.db import session_scope
+from bot.handoff import queue
 from bot.inbound import Inbound
 from bot.models import Conversation, SmsOptOut, Ticket
 from bot.senders.wechat import record_window_inbound
@@ -31,6 +33,7 @@ from bot.texts import text as domain_text
 from bot.tickets import RatingNotAllowed, rate_ticket
 from channels.menus import numbered_menu, read_menu_choice, spoken_menu
 from channels.twilio_sms import is_start, is_stop
+from nlu.distress import detect_distress
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +161,11 @@ class _Before:
 class Hub:
     """Decide who answers a resident: the Rasa bot, or the agents' queue after a handoff."""
 
-    def __init__(self, app: App, rasa: RasaClient) -> None:
+    def __init__(self, app: App, rasa: RasaClient, bus: ConsoleBus | None = None) -> None:
         self._app = app
         self._rasa = rasa
         self._sms_available = app.settings.twilio is not None
+        self._bus = bus or ConsoleBus()
 
     async def handle(self, inbound: Inbound) -> Outcome:
         """Store the message, then answer it; a repeat of a stored message is not answered again."""
@@ -171,6 +175,12 @@ class Hub:
         if stored.duplicate:
             return Outcome([], stored.conversation_id, stored.state, duplicate=True,
                            resident_id=stored.resident_id)
+        if stored.state in ("queued", "agent"):
+            # The agents see what a waiting resident adds, as they add it.
+            self._bus.publish({"type": "message", "conversation_id": stored.conversation_id,
+                               "direction": "in", "channel": inbound.channel,
+                               "text": cleaned, "at": started.isoformat(),
+                               "state": stored.state})
         before = await asyncio.to_thread(self._before_bot, inbound, cleaned, stored)
         if before.replies is not None:
             return await self._answer(inbound, stored, before.replies, started)
@@ -195,6 +205,7 @@ class Hub:
         if not replies:
             # Rasa answered nothing (an action failed): the resident must never hear silence.
             replies = [Reply(domain_text("utter_default"))]
+        replies += await asyncio.to_thread(self._escalate, stored.conversation_id, cleaned)
         return await self._answer(inbound, stored, replies, started)
 
     async def close(self) -> None:
@@ -243,8 +254,13 @@ class Hub:
             conversation.pending_choices = None
             if stored.photos and not cleaned:
                 return _Before([Reply(evidence.acknowledge(session, conversation, now=now))])
-            if conversation.state in ("queued", "agent"):
+            if conversation.state == "queued":
+                if detect_distress(cleaned) is not None:
+                    # Upset while waiting: move up the queue (bot.handoff.queue only raises).
+                    queue(session, conversation=conversation, reason="distress", now=now)
                 return _Before([Reply(domain_text("utter_queued_ack"))])
+            if conversation.state == "agent":
+                return _Before([])  # a person is answering; the bot stays quiet
             payload = _chosen(offered, cleaned)
             if payload is not None and (rated := _RATE.match(payload)):
                 return _Before([_rate(session, int(rated.group(1)), int(rated.group(2)), now)])
@@ -262,6 +278,21 @@ class Hub:
                 return _Before([Reply(domain_text("utter_empty_message"))])
             return _Before(None, cleaned)
 
+    def _escalate(self, conversation_id: int, text: str) -> list[Reply]:
+        """Anger or distress: queue the resident for a person while the bot still answers."""
+        if detect_distress(text) is None:
+            return []
+        with session_scope(self._app.sessions) as session:
+            conversation = session.get(Conversation, conversation_id)
+            if conversation is None or conversation.state in ("agent", "closed"):
+                return []
+            was = conversation.state
+            minutes = queue(session, conversation=conversation, reason="distress",
+                            now=self._app.clock())
+        if was != "bot":
+            return []  # an action queued it this turn and has already said how long
+        return [Reply(domain_text("utter_handoff_distress", wait=f"{minutes}分钟"))]
+
     # --- after -----------------------------------------------------------------------------
 
     async def _answer(self, inbound: Inbound, stored: _Stored, replies: list[Reply],
@@ -269,6 +300,9 @@ class Hub:
         rendered = [render_reply(reply, inbound.channel) for reply in replies]
         state, number = await asyncio.to_thread(
             self._store_outbound, stored.conversation_id, replies, rendered, started)
+        if state == "queued" and stored.state == "bot":
+            self._bus.publish({"type": "queued", "conversation_id": stored.conversation_id,
+                               "channel": inbound.channel})
         return Outcome(rendered, stored.conversation_id, state, messages=replies,
                        ticket_number=number, resident_id=stored.resident_id)
 

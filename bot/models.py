@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -156,6 +157,12 @@ class Conversation(Base):
     last_message_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
     # The choices the bot last offered (buttons → "回复1确认"), so "1" can answer them.
     pending_choices: Mapped[list[dict[str, str]] | None] = Column(JSON, nullable=True)
+    # The agents' queue: why and how urgently a person is needed, and who has it.
+    # agent_id is accounts.id; no foreign key, which SQLite cannot add to a live table.
+    handoff_reason: Mapped[str | None] = Column(String(32), nullable=True)
+    queue_priority: Mapped[int | None] = Column(Integer, nullable=True)
+    queued_at: Mapped[datetime | None] = Column(UTCDateTime(), nullable=True)
+    agent_id: Mapped[int | None] = Column(Integer, nullable=True, index=True)
 
     resident: Mapped[Resident | None] = relationship("Resident", back_populates="conversations")
     messages: Mapped[list[Message]] = relationship(
@@ -484,3 +491,64 @@ class Attachment(Base):
     media_id: Mapped[str | None] = Column(String(128), nullable=True)
     content_type: Mapped[str | None] = Column(String(64), nullable=True)
     created_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+
+# --- the console: accounts, sessions, audit ------------------------------------------------
+
+ROLES: tuple[str, ...] = ("agent", "staff", "supervisor", "admin")
+
+
+class Account(Base):
+    """A person who signs in to the console: an agent, department staff, a supervisor."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (CheckConstraint(_one_of("role", ROLES), name="role"),)
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    username: Mapped[str] = Column(String(64), nullable=False, unique=True)
+    display_name: Mapped[str] = Column(String(64), nullable=False)
+    password_hash: Mapped[str] = Column(String(255), nullable=False)
+    role: Mapped[str] = Column(String(16), nullable=False)
+    department: Mapped[str | None] = Column(String(32), nullable=True)  # staff, supervisor
+    staff_id: Mapped[str | None] = Column(String(64), nullable=True)  # the roster id of staff
+    phone: Mapped[str | None] = Column(String(32), nullable=True)  # hotline transfers
+    active: Mapped[bool] = Column(Boolean, nullable=False, default=True)
+    created_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+    def __repr__(self) -> str:
+        return f"<Account {self.id} {self.username} {self.role}>"
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds the token, the table only its hash."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = Column(String(64), primary_key=True)
+    account_id: Mapped[int] = Column(Integer, ForeignKey("accounts.id"), nullable=False,
+                                     index=True)
+    csrf_token: Mapped[str] = Column(String(64), nullable=False)
+    created_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    last_seen_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+
+class AuditEntry(Base):
+    """Who looked at or did what, on which order or conversation; append-only."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = Column(Integer, primary_key=True)
+    account_id: Mapped[int | None] = Column(Integer, ForeignKey("accounts.id"), nullable=True)
+    action: Mapped[str] = Column(String(32), nullable=False)
+    ticket_id: Mapped[int | None] = Column(Integer, ForeignKey("tickets.id"), nullable=True,
+                                           index=True)
+    conversation_id: Mapped[int | None] = Column(Integer, ForeignKey("conversations.id"),
+                                                 nullable=True, index=True)
+    detail: Mapped[dict[str, Any]] = Column(JSON, nullable=False, default=dict)
+    at: Mapped[datetime] = Column(UTCDateTime(), nullable=False)
+
+
+@event.listens_for(AuditEntry, "before_update")
+def _refuse_audit_update(_mapper: Any, _connection: Any, target: AuditEntry) -> None:
+    raise AppendOnlyError(f"audit entry {target.id} is append-only")

@@ -166,6 +166,7 @@ def run_all() -> int:
         print(
             f"\n邻里 Linli is ready in {time.monotonic() - started:.0f} s\n"
             f"  web chat      {base}/\n"
+            f"  console       {base}/console  (agents, staff, supervisors)\n"
             f"  work orders   {base}/api/tickets/<number>\n"
             f"  terminal chat python -m bot chat --channel sms --sender 13800000000\n"
             + "".join(f"  {line}\n" for line in settings.channel_report())

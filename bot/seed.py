@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from bot.accounts_cli import DEMO_PASSWORD, seed_demo_accounts
 from bot.app import build_app
 from bot.conversations import find_or_create_resident
 from bot.db import session_scope
@@ -23,13 +24,17 @@ def seed_demo() -> str:
     app = build_app()
     now = app.clock()
     with session_scope(app.sessions) as session:
+        accounts = seed_demo_accounts(session, app=app)
+        logins = (f"; console logins {', '.join(accounts[:3])}, staff by roster id (wy02 …), "
+                  f"password {DEMO_PASSWORD}" if accounts else "")
         existing = session.execute(select(func.count()).select_from(Ticket)).scalar_one()
         residents = [
             find_or_create_resident(session, now=now, phone=phone, display_name=name)
             for phone, name, _ in DEMO_RESIDENTS
         ]
         if existing:
-            return f"demo community {app.community.name}: {existing} orders already present"
+            return (f"demo community {app.community.name}: {existing} orders already present"
+                    + logins)
         building, unit, room = DEMO_RESIDENTS[0][2]
         open_order = create_ticket(
             session, now=now, category="water_leak", description="卫生间天花板往下滴水",
@@ -54,4 +59,4 @@ def seed_demo() -> str:
         resolve_order(session, order_id=lead.id, staff_id=worker, note="楼道灯已修好",
                       roster=app.roster, now=now)
         return (f"seeded demo community {app.community.name}: {len(residents)} residents, "
-                f"orders {open_order.number} and {done.number}")
+                f"orders {open_order.number} and {done.number}" + logins)

@@ -17,6 +17,10 @@ from aiohttp import WSMsgType, web
 
 from bot import sandbox
 from bot.app import App, build_app
+from bot.console import agent as console_agent
+from bot.console import auth as console_auth
+from bot.console import staff as console_staff
+from bot.console_bus import ConsoleBus
 from bot.db import session_scope
 from bot.dispatch import work_orders_view
 from bot.hub import Hub, Inbound, RasaClient
@@ -31,7 +35,7 @@ from bot.tickets import get_ticket_by_number
 from bot.webhooks import sms as sms_hooks
 from bot.webhooks import voice as voice_hooks
 from bot.webhooks import wechat as wechat_hooks
-from bot.webkeys import APP, HUB, OUTBOX, SCHEDULER
+from bot.webkeys import APP, BUS, CHATS, HUB, OUTBOX, SCHEDULER
 from routing.metrics import GROUPINGS
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,17 @@ class WebChats:
         if not self._sockets.get(address):
             self._sockets.pop(address, None)
 
+    def is_open(self, address: str) -> bool:
+        return any(not ws.closed for ws in self._sockets.get(address, ()))
+
+    async def push(self, address: str, frame: dict[str, Any]) -> bool:
+        """Send a transient frame (e.g. "an agent is typing"); False if nobody is connected."""
+        sockets = [ws for ws in self._sockets.get(address, ()) if not ws.closed]
+        text = json.dumps(frame, ensure_ascii=False)
+        for ws in sockets:
+            await ws.send_str(text)
+        return bool(sockets)
+
     async def send(self, address: str, text: str) -> str | None:
         sockets = [ws for ws in self._sockets.get(address, ()) if not ws.closed]
         if not sockets:
@@ -125,9 +140,11 @@ def create_web_app(app: App | None = None, *, with_scheduler: bool = True,
     current = app or build_app()
     server[APP] = current
     chats = WebChats()
+    server[CHATS] = chats
+    server[BUS] = ConsoleBus()
 
     async def start(server: web.Application) -> None:
-        server[HUB] = Hub(current, RasaClient(current.settings.rasa_url))
+        server[HUB] = Hub(current, RasaClient(current.settings.rasa_url), server[BUS])
         server[OUTBOX] = Outbox(current.sessions, _senders(current, chats), clock=current.clock,
                                 poll_s=_outbox_poll_s())
         if with_outbox:
@@ -242,6 +259,7 @@ def create_web_app(app: App | None = None, *, with_scheduler: bool = True,
         web.get("/api/metrics", get_metrics),
         web.get("/ws", chat_socket),
     ])
+    server.add_routes(console_auth.routes() + console_agent.routes() + console_staff.routes())
     settings = current.settings
     if settings.wechat is not None:
         server.add_routes(wechat_hooks.routes())

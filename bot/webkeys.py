@@ -12,3 +12,5 @@ APP: web.AppKey[App] = web.AppKey("app", App)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 OUTBOX: web.AppKey[Any] = web.AppKey("outbox", object)  # bot.outbox.Outbox
 SCHEDULER: web.AppKey[Any] = web.AppKey("scheduler", object)
+BUS: web.AppKey[Any] = web.AppKey("bus", object)  # bot.console_bus.ConsoleBus
+CHATS: web.AppKey[Any] = web.AppKey("chats", object)  # bot.web.WebChats: open web-chat sockets

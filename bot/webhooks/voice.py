@@ -13,20 +13,21 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from multidict import MultiDict
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from twilio.twiml.voice_response import VoiceResponse
+from twilio.twiml.voice_response import Gather, VoiceResponse
 
+from bot.accounts import agents_online
 from bot.app import App
 from bot.db import session_scope
 from bot.hub import Hub, Outcome
-from bot.models import CallbackTask, Message, VoiceCall
+from bot.models import CallbackTask, Conversation, Message, VoiceCall
+from bot.rasa_tracker import report_slots
 from bot.ticket_view import format_location
 from bot.tickets import get_ticket_by_number
 from bot.webhooks.twilio_forms import BadForm, read_form, refuse_form, signed_by_twilio
@@ -50,6 +51,13 @@ CONSULT_PROMPT = "请说一下您想问什么。说完请稍等。"
 MORE_PROMPT = "还有别的事，请直接说。找人工，请按零。"
 MENU_AGAIN = tv.MENU_OPTIONS + tv.MENU_REPEAT
 APOLOGY = "对不起，系统出了点问题。"
+# While an agent has the caller (or will soon), the line stays open: a word, then quiet
+# listening; what the caller says goes to the agent, silence comes back for another round.
+HOLD_TEXT = "好的，工作人员正在回复您，请稍等。"
+HOLD_REMINDER = "请稍等。"
+HOLD_PAUSE_S = 10
+# Queued this long with nobody claiming: put the caller through or promise a call back.
+HOLD_LIMIT = timedelta(minutes=10)
 HUMAN_REQUEST = "转人工"
 STATUS_REQUEST = "查询进度"
 _TICKET = re.compile(r"(?:工单号?\s*)?(GD\d{8}-\d{1,4})", re.IGNORECASE)
@@ -223,25 +231,7 @@ def _transcript_sync(app: App, call: Call) -> list[dict[str, str]]:
 
 
 async def _report_slots(rasa_url: str, conversation_id: int | None) -> dict[str, Any]:
-    """Read the report slots Rasa collected; empty when Rasa cannot be reached."""
-    if conversation_id is None:
-        return {}
-    url = f"{rasa_url.rstrip('/')}/conversations/conv-{conversation_id}/tracker"
-    try:
-        timeout = aiohttp.ClientTimeout(total=TRACKER_TIMEOUT_S)
-        async with aiohttp.ClientSession(timeout=timeout) as client, client.get(url) as reply:
-            if reply.status != 200:
-                log.warning("rasa tracker %s answered HTTP %s", conversation_id, reply.status)
-                return {}
-            tracker = await reply.json(content_type=None)
-    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-        log.warning("rasa tracker %s unavailable: %s", conversation_id, exc)
-        return {}
-    slots = tracker.get("slots") if isinstance(tracker, dict) else None
-    if not isinstance(slots, dict):
-        return {}
-    return {name: value for name, value in slots.items()
-            if name.startswith("report_") and value is not None}
+    return await report_slots(rasa_url, conversation_id, timeout_s=TRACKER_TIMEOUT_S)
 
 
 async def _draft(app: App, call: Call) -> dict[str, Any]:
@@ -279,11 +269,16 @@ async def _hub_hears(turn: Turn, text: str) -> Outcome:
     return await turn.hub.handle(inbound)
 
 
-async def _transfer(turn: Turn, *, ask_hub: bool) -> str:
-    """Queue the conversation for the agents and put the caller through to staff."""
+async def _transfer(turn: Turn, *, ask_hub: bool, outcome: Outcome | None = None) -> str:
+    """Queue the conversation for the agents; hold the line for the console if an agent
+    is online, else put the caller through to staff or promise a call back."""
     changes: dict[str, Any] = {}
     if ask_hub:
-        changes["conversation_id"] = (await _hub_hears(turn, HUMAN_REQUEST)).conversation_id
+        outcome = await _hub_hears(turn, HUMAN_REQUEST)
+        changes["conversation_id"] = outcome.conversation_id
+    if outcome is not None and await _holding(turn, outcome.conversation_id):
+        await _save_call(turn, step="held", failures=0, **changes)
+        return _hold(turn, speakable(" ".join(outcome.replies)) or HOLD_TEXT)
     if turn.transfer_number:
         await _save_call(turn, step="transfer", failures=0, **changes)
         return tv.render_transfer_to_human(turn.transfer_number, action_url=turn.url(DIAL))
@@ -292,6 +287,39 @@ async def _transfer(turn: Turn, *, ask_hub: bool) -> str:
     if can_call_back:
         await _add_callback(turn, call, "no_agent")
     return tv.render_transfer_to_human(None, can_call_back=can_call_back)
+
+
+def _holding_sync(app: App, call_sid: str, conversation_id: int | None) -> bool:
+    now = app.clock()
+    with session_scope(app.sessions) as session:
+        if conversation_id is None:
+            call = session.get(VoiceCall, call_sid)
+            conversation_id = call.conversation_id if call is not None else None
+        conversation = session.get(Conversation, conversation_id) if conversation_id else None
+        if conversation is None or conversation.state not in QUEUED:
+            return False
+        if conversation.state == "agent":
+            return True
+        fresh = conversation.queued_at is None or now - conversation.queued_at < HOLD_LIMIT
+        return fresh and agents_online(session, now=now) > 0
+
+
+async def _holding(turn: Turn, conversation_id: int | None = None) -> bool:
+    """True while an agent in the console has this caller, or is online to take them soon."""
+    return await asyncio.to_thread(_holding_sync, turn.app, turn.voice.call_sid, conversation_id)
+
+
+def _hold(turn: Turn, spoken: str) -> str:
+    """Keep the caller on the line for the agent: say a word, then listen quietly."""
+    response = VoiceResponse()
+    gather = Gather(input="speech dtmf", language=tv.MANDARIN.gather_language,
+                    speech_timeout="auto", timeout=tv.GATHER_TIMEOUT_S, num_digits=1,
+                    action_on_empty_result=True, action=turn.url(TURN), method="POST")
+    gather.say(voice=tv.MANDARIN.voice, language=tv.MANDARIN.say_language).prosody(
+        spoken, rate="slow")
+    gather.pause(length=HOLD_PAUSE_S)
+    response.append(gather)
+    return str(response)
 
 
 async def _ask(turn: Turn, prompt: str, *, step: str | None = None, **changes: Any) -> str:
@@ -350,7 +378,7 @@ async def menu(turn: Turn) -> str:
         outcome = await _hub_hears(turn, STATUS_REQUEST)
         if outcome.state in QUEUED:
             await _save_call(turn, conversation_id=outcome.conversation_id)
-            return await _transfer(turn, ask_hub=False)
+            return await _transfer(turn, ask_hub=False, outcome=outcome)
         prompt = speakable(" ".join([*outcome.replies, MORE_PROMPT]))
         return await _ask(turn, prompt, step="status", conversation_id=outcome.conversation_id)
     if action == "human":
@@ -371,12 +399,19 @@ async def conversation_turn(turn: Turn) -> str:
     inbound = tv.to_inbound(voice)
     if inbound is None:
         call = await _save_call(turn)
+        if await _holding(turn, call.conversation_id):
+            return _hold(turn, HOLD_REMINDER)
         return await _give_up_or_retry(turn, prompt=call.last_prompt or REPORT_PROMPT,
                                        action=TURN)
+    held = await _holding(turn)
     outcome = await turn.hub.handle(inbound)
     if outcome.state in QUEUED:
         await _save_call(turn, conversation_id=outcome.conversation_id)
-        return await _transfer(turn, ask_hub=False)
+        if held:  # the hub showed it to the agent; the caller waits for their answer
+            return _hold(turn, HOLD_TEXT)
+        # A life-safety order with nobody online is read back as before; all else goes on.
+        if not outcome.ticket_number or await _holding(turn, outcome.conversation_id):
+            return await _transfer(turn, ask_hub=False, outcome=outcome)
     number = outcome.ticket_number
     if number:
         summary = speakable(without_number(outcome.replies, number)) or "您的报修已经登记。"

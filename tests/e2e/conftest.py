@@ -26,6 +26,7 @@ class RunningStack:
     sessions: sessionmaker
     log_dir: Path
     providers: FakeProviders
+    uploads: Path  # where the hub keeps staff photos (LINLI_UPLOADS)
 
     def post(self, path: str, body: Any, *, raw: bytes | None = None) -> tuple[int, dict]:
         data = raw if raw is not None else json.dumps(body).encode()
@@ -68,8 +69,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
     upgrade(database_url)
     model, _ = ensure_model()
     ports = Ports(hub=free_port(), rasa=free_port(), actions=free_port())
-    running = Stack(model=model, ports=ports, env={"DATABASE_URL": database_url, **stack_env(providers)},
-                    log_dir=root / "logs")
+    env = {"DATABASE_URL": database_url, "LINLI_UPLOADS": str(root / "uploads"),
+           **stack_env(providers)}
+    running = Stack(model=model, ports=ports, env=env, log_dir=root / "logs")
     running.start()
     try:
         running.wait_ready(timeout_s=300)
@@ -77,7 +79,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
         engine = make_engine(database_url)
         yield RunningStack(base_url=f"http://127.0.0.1:{ports.hub}",
                            sessions=make_session_factory(engine), log_dir=root / "logs",
-                           providers=providers)
+                           providers=providers, uploads=root / "uploads")
         engine.dispose()
     except Exception:
         for log in sorted((root / "logs").glob("*.log")):
@@ -85,3 +87,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
         raise
     finally:
         running.stop()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (make test installs it).
+
+    Module-scoped: Playwright's sync API keeps an event loop running in this thread while
+    it is open, which would break asyncio.run() in the test modules that follow.
+    """
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; `make test` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                              headless=True)
+        yield chromium
+        chromium.close()
