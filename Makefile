@@ -37,6 +37,7 @@ test: model chromium
 bench: model
 	$(PY) -m bot bench
 	$(PY) -m bot bench-channels --out var/bench
+	$(PY) -m bot bench-console --out var/bench
 
 # The console's browser tests drive Debian's Chromium (Playwright never downloads one).
 chromium:

@@ -133,6 +133,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one command."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # twilio's client logs every request and header at INFO: a dozen lines per SMS.
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench-classifier"]:
         from bot.bench_classifier import main as bench_classifier_main
@@ -142,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.simulate import main as simulate_main
 
         return simulate_main(argv[1:])
+    if argv[:1] == ["bench-console"]:
+        from bot.bench_console import main as bench_console_main
+
+        return bench_console_main(argv[1:])
     if argv[:1] == ["bench-channels"]:
         from bot.bench_channels import main as bench_channels_main
 
@@ -209,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "bench-channels",
         help="webhook latency per channel against /api/messages; WeChat's 5 s passive window",
+    )
+    commands.add_parser(
+        "bench-console",
+        help="agent console: 50 agents, 500 conversations; reply latency, fan-out, memory",
     )
     commands.add_parser(
         "simulate",

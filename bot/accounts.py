@@ -116,22 +116,45 @@ def sign_in(session: Session, *, username: str, password: str,
     return token, _principal(account, web_session)
 
 
-def resolve(session: Session, *, token: str | None, now: datetime) -> Principal | None:
-    """Return who holds this cookie token, or None if it is unknown, expired or idle."""
+def lookup(session: Session, *, token: str | None,
+           now: datetime) -> tuple[Principal | None, str | None]:
+    """Read who holds this cookie token, without writing.
+
+    Returns (principal or None, what to write): "touch" when last_seen_at is over a
+    minute old, "end" when the session expired or went idle, else None — so the common
+    request is a pure read and the rare write is done by `resolve`.
+    """
     if not token or len(token) > 128:
-        return None
+        return None, None
     web_session = session.get(WebSession, _token_hash(token))
     if web_session is None:
-        return None
+        return None, None
     if now >= web_session.expires_at or now - web_session.last_seen_at > IDLE_TTL:
-        session.delete(web_session)
-        return None
+        return None, "end"
     account = session.get(Account, web_session.account_id)
     if account is None or not account.active:
-        return None
-    if now - web_session.last_seen_at > timedelta(minutes=1):
-        web_session.last_seen_at = now  # not on every request: one write a minute is enough
-    return _principal(account, web_session)
+        return None, None
+    stale = now - web_session.last_seen_at > timedelta(minutes=1)
+    return _principal(account, web_session), "touch" if stale else None
+
+
+def resolve(session: Session, *, token: str | None, now: datetime) -> Principal | None:
+    """Return who holds this cookie token, or None if it is unknown, expired or idle."""
+    principal, write = lookup(session, token=token, now=now)
+    if write is not None:
+        record_visit(session, token=token, now=now, end=write == "end")
+    return principal
+
+
+def record_visit(session: Session, *, token: str | None, now: datetime, end: bool) -> None:
+    """Note that a session was used now (once a minute is enough), or end it."""
+    web_session = session.get(WebSession, _token_hash(token)) if token else None
+    if web_session is None:
+        return
+    if end:
+        session.delete(web_session)
+    else:
+        web_session.last_seen_at = now
 
 
 def sign_out(session: Session, *, token: str | None) -> None:

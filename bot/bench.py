@@ -589,3 +589,37 @@ def main(out_dir: str) -> int:
     (out / "bench.md").write_text(markdown, encoding="utf-8")
     print(markdown)
     return 1 if failed else 0
+
+
+def run_and_report(name: str, report: dict[str, Any], out_dir: str | Path,
+                   run: Callable[[dict[str, Any], Path, Path], None],
+                   problems: Callable[[dict[str, Any]], list[str]],
+                   render: Callable[[dict[str, Any]], str]) -> int:
+    """Run one stack benchmark in a temp dir; write <name>.json and .md; 1 on problems.
+
+    `run(report, work_dir, model)` fills the report; an exception is recorded in it (the
+    report says what broke) instead of losing the figures gathered so far.
+    """
+    from bot.training import ensure_model
+
+    work = Path(tempfile.mkdtemp(prefix=f"linli-{name}-"))
+    try:
+        model, trained_s = ensure_model()
+        report["model"], report["model_trained_before_bench_s"] = model.name, trained_s
+        run(report, work, model)
+    except Exception as exc:  # noqa: BLE001 - recorded; problems() turns it into exit 1
+        report["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if "host" in report and "loadavg_start" in report["host"]:
+        report["host"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    report["problems"] = problems(report)
+    markdown = render(report)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, ensure_ascii=False, indent=2),
+                                      encoding="utf-8")
+    (out / f"{name}.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    return 1 if report["problems"] else 0

@@ -22,9 +22,6 @@ import os
 import platform
 import re
 import secrets
-import shutil
-import socket
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +32,14 @@ from urllib.parse import urlencode
 
 from wechatpy.crypto import WeChatCrypto
 
-from bot.bench import TICKET_NUMBER, latency_summary, make_script, ratio, spoken_number
+from bot.bench import (
+    TICKET_NUMBER,
+    latency_summary,
+    make_script,
+    ratio,
+    run_and_report,
+    spoken_number,
+)
 from bot.bench_wire import (
     local_url,
     read_wechat_reply,
@@ -438,12 +442,6 @@ async def drive(session: Any, base: str, creds: dict[str, str], run: ChannelRun,
 
 # ---------------------------------------------------------------- the stack and the report
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _counts(engine: Any, addresses: list[str] | None = None) -> dict[str, int]:
     """Count tickets per channel: of these senders' conversations, or all of them."""
     from sqlalchemy import func, select
@@ -497,35 +495,19 @@ async def _all_channels(base: str, creds: dict[str, str],
 
 def bench(report: dict[str, Any], work: Path, model: Path, args: argparse.Namespace) -> None:
     """Start the stack with sandbox providers on a fresh database, run every channel, stop."""
-    from bot import sandbox
     from bot.db import make_engine
-    from bot.migrate import upgrade
-    from bot.runner import Ports, Stack
+    from bot.runner import sandbox_stack
     from bot.webhooks.wechat import passive_reply_seconds
 
-    database_url = f"sqlite:///{work / 'linli.db'}"
-    upgrade(database_url)
-    ports = Ports(hub=_free_port(), rasa=_free_port(), actions=_free_port())
-    values = sandbox.generate_credentials()  # throwaway, never written to var/
-    env = {**sandbox.sandbox_environment(values, {"LINLI_HOST": "127.0.0.1",
-                                                  "LINLI_PORT": str(ports.hub)}),
-           "DATABASE_URL": database_url, "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
-           "TWILIO_TRANSFER_NUMBER": "", "LINLI_OUTBOX_POLL_S": "0.2"}
-    report["setup"]["passive_reply_s"] = passive_reply_seconds({**os.environ, **env})
-    stack = Stack(model=model, ports=ports, env=env, log_dir=work / "logs")
-    engine = make_engine(database_url)
-    started = time.monotonic()
-    stack.start()
-    try:
-        try:
-            stack.wait_ready(timeout_s=300)
-        except Exception:
-            report["logs"] = {log.name: log.read_text(errors="replace")[-3000:]
-                              for log in sorted((work / "logs").glob("*.log"))}
-            raise
-        report["startup_s"] = round(time.monotonic() - started, 1)
-        stack.warm_up()
-        runs = asyncio.run(_all_channels(f"http://127.0.0.1:{ports.hub}", values, args))
+    extra = {"PUBLIC_BASE_URL": PUBLIC_BASE_URL, "TWILIO_TRANSFER_NUMBER": "",
+             "LINLI_OUTBOX_POLL_S": "0.2"}
+    with sandbox_stack(work, model, report, extra) as running:
+        report["setup"]["passive_reply_s"] = passive_reply_seconds({**os.environ,
+                                                                     **running.env})
+        values = {k: v for k, v in running.env.items()
+                  if k.startswith(("WECHAT_", "TWILIO_"))}
+        engine = make_engine(running.database_url)
+        runs = asyncio.run(_all_channels(running.base_url, values, args))
         entries: list[dict[str, Any]] = []
         for run in runs.values():
             addresses = [make_plan(i, run.channel).address
@@ -536,8 +518,6 @@ def bench(report: dict[str, Any], work: Path, model: Path, args: argparse.Namesp
         report["channels"] = entries
         report["tickets_by_channel"] = _counts(engine)
         report["wechat_outbox_replies"] = _outbox_replies(engine)
-    finally:
-        stack.stop()
         engine.dispose()
 
 
@@ -565,7 +545,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(argv or []))
     if min(args.residents, args.turns, args.rounds) < 1 or args.think < 0:
         _parser().error("--residents, --turns and --rounds must be at least 1, --think >= 0")
-    from bot.training import ensure_model
 
     report: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -574,22 +553,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "setup": {"residents": args.residents, "rounds": args.rounds, "max_turns": args.turns,
                   "think_s": args.think,
                   "public_base_url": PUBLIC_BASE_URL}}
-    work = Path(tempfile.mkdtemp(prefix="linli-bench-channels-"))
-    try:
-        model, trained_s = ensure_model()
-        report["model"], report["model_trained_before_bench_s"] = model.name, trained_s
-        bench(report, work, model, args)
-    except Exception as exc:  # record it: the report says what broke
-        report["error"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    report["problems"] = problems(report)
-    markdown = render_markdown(report)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench-channels.json").write_text(json.dumps(report, ensure_ascii=False, indent=2),
-                                             encoding="utf-8")
-    (out / "bench-channels.md").write_text(markdown, encoding="utf-8")
-    print(markdown)
-    return 1 if report["problems"] else 0
+    return run_and_report("bench-channels", report, args.out,
+                          lambda rep, work, model: bench(rep, work, model, args),
+                          problems, render_markdown)

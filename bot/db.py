@@ -57,11 +57,18 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+READ_ONLY = "linli_read_only"
+
+
 def _on_sqlite_begin(connection: Connection) -> None:
     # IMMEDIATE takes the write lock up front: a transaction that reads and then writes
     # (e.g. ticket numbering) can never fail half-way with SQLITE_BUSY on lock upgrade;
-    # waiting writers queue for up to busy_timeout instead.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # waiting writers queue for up to busy_timeout instead. Read-only work (read_scope)
+    # takes no lock at all: in WAL mode readers never wait for writers.
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:
@@ -80,4 +87,22 @@ def session_scope(factory: sessionmaker) -> Iterator[Session]:
         session.rollback()
         raise
     finally:
+        session.close()
+
+
+@contextmanager
+def read_scope(factory: sessionmaker) -> Iterator[Session]:
+    """Yield a session for reading only; it never takes SQLite's write lock.
+
+    Use it for lists and lookups that many people refresh at once (the agents' queue,
+    session checks): under IMMEDIATE they would queue behind every writer. Whatever is
+    changed in it is rolled back.
+    """
+    bind = factory.kw.get("bind")
+    session: Session = (factory(bind=bind.execution_options(**{READ_ONLY: True}))
+                        if isinstance(bind, Engine) else factory())
+    try:
+        yield session
+    finally:
+        session.rollback()
         session.close()

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from bot.audit import audit
 from bot.console import agent_service as service
 from bot.console.auth import current, json_response, page, read_json, require
-from bot.db import session_scope
+from bot.db import read_scope, session_scope
 from bot.outbox import enqueue
 from bot.rasa_tracker import report_slots
 from bot.ticket_view import mask_phone
@@ -183,15 +183,26 @@ async def options(request: web.Request) -> web.Response:
     })
 
 
+async def _read(request: web.Request, work: Callable[[Session, datetime], T]) -> T:
+    """Do read-only `work` off the event loop without taking the database's write lock."""
+    app = request.app[APP]
+
+    def job() -> T:
+        with read_scope(app.sessions) as session:
+            return work(session, app.clock())
+
+    return await asyncio.to_thread(job)
+
+
 async def queue(request: web.Request) -> web.Response:
-    who = await require(request, *ROLES)
-    rows = await _run(request, who, lambda s, now: service.queue_rows(s, now=now))
+    await require(request, *ROLES)
+    rows = await _read(request, lambda s, now: service.queue_rows(s, now=now))
     return json_response({"conversations": rows})
 
 
 async def mine(request: web.Request) -> web.Response:
     who = await require(request, *ROLES)
-    rows = await _run(request, who, lambda s, now: service.my_rows(s, who=who, now=now))
+    rows = await _read(request, lambda s, now: service.my_rows(s, who=who, now=now))
     return json_response({"conversations": rows})
 
 

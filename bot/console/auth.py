@@ -17,9 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.accounts import Principal, resolve, sign_in, sign_out
+from bot.accounts import Principal, lookup, record_visit, sign_in, sign_out
 from bot.audit import audit
-from bot.db import session_scope
+from bot.db import read_scope, session_scope
 from bot.webkeys import APP
 
 COOKIE = "linli_session"
@@ -54,11 +54,16 @@ async def current(request: web.Request) -> Principal | None:
         return None
     app = request.app[APP]
 
-    def lookup() -> Principal | None:
-        with session_scope(app.sessions) as session:
-            return resolve(session, token=token, now=app.clock())
+    def find() -> Principal | None:
+        now = app.clock()
+        with read_scope(app.sessions) as session:
+            principal, write = lookup(session, token=token, now=now)
+        if write is not None:  # at most once a minute per session: a short write
+            with session_scope(app.sessions) as session:
+                record_visit(session, token=token, now=now, end=write == "end")
+        return principal
 
-    return await asyncio.to_thread(lookup)
+    return await asyncio.to_thread(find)
 
 
 async def require(request: web.Request, *roles: str) -> Principal:

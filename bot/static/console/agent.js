@@ -38,9 +38,17 @@
     fill("queue", "queue-count", lists[0].conversations, "现在没有人排队。");
     fill("mine", "mine-count", lists[1].conversations, "您手上还没有会话。");
   }
+  // Throttled, not debounced: under a steady stream of events the lists still refresh,
+  // at most about once a second per console instead of once per event.
+  var lastRefresh = 0;
   function refreshSoon() {
-    clearTimeout(refreshTimer);
-    refreshTimer = setTimeout(function () { refreshLists().catch(function (e) { notice(e.message); }); }, 150);
+    if (refreshTimer) return;
+    var wait = Math.max(150, 1000 - (Date.now() - lastRefresh));
+    refreshTimer = setTimeout(function () {
+      refreshTimer = null;
+      lastRefresh = Date.now();
+      refreshLists().catch(function (e) { notice(e.message); });
+    }, wait);
   }
 
   // --- one conversation --------------------------------------------------------------------
