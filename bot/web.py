@@ -19,6 +19,7 @@ from bot import sandbox
 from bot.app import App, build_app
 from bot.console import agent as console_agent
 from bot.console import auth as console_auth
+from bot.console import callbacks as console_callbacks
 from bot.console import staff as console_staff
 from bot.console_bus import ConsoleBus
 from bot.db import session_scope
@@ -259,7 +260,8 @@ def create_web_app(app: App | None = None, *, with_scheduler: bool = True,
         web.get("/api/metrics", get_metrics),
         web.get("/ws", chat_socket),
     ])
-    server.add_routes(console_auth.routes() + console_agent.routes() + console_staff.routes())
+    server.add_routes(console_auth.routes() + console_agent.routes() + console_staff.routes()
+                      + console_callbacks.routes())
     settings = current.settings
     if settings.wechat is not None:
         server.add_routes(wechat_hooks.routes())

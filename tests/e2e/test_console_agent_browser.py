@@ -212,6 +212,56 @@ def run_async(coroutine: Any) -> Any:
         return pool.submit(asyncio.run, coroutine).result()
 
 
+def test_a_resident_who_left_while_queued_gets_the_reply_when_they_come_back(
+    stack: Any, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    from bot.models import OutboxMessage
+
+    username = new_agent(stack, "小李")
+    resident_side = browser.new_context()  # one browser profile: the chat id survives
+    agent = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        chat = resident_side.new_page()
+        chat.goto(stack.base_url + "/")
+        chat.fill("#text", "转人工")
+        chat.press("#text", "Enter")
+        expect(chat.locator(".msg.bot").last).to_contain_text("人工客服", timeout=TIMEOUT_MS)
+        address = "web-" + chat.evaluate("localStorage.getItem('linli-sid')")
+        conversation = wait_until(lambda: open_conversation(stack, "web", address))
+        chat.close()  # the resident walks away while waiting
+
+        agent.goto(stack.base_url + "/console/login")
+        agent.fill("#username", username)
+        agent.fill("#password", PASSWORD)
+        agent.click("#submit")
+        agent.wait_for_url(stack.base_url + "/console/agent")
+        agent.locator(f'#queue li[data-id="{conversation.id}"]').click()
+        agent.click("#claim")
+        expect(agent.locator("#pane-state")).to_contain_text("由您接待", timeout=TIMEOUT_MS)
+        agent.locator("#reply").fill("您的问题我记下了，明天上午给您回电。")
+        agent.click("#send")
+
+        def held() -> OutboxMessage | None:
+            with stack.sessions() as session:
+                return session.execute(select(OutboxMessage).where(
+                    OutboxMessage.address == address, OutboxMessage.kind == "reply")
+                ).scalars().first()
+
+        row = wait_until(held)
+        assert row.status == "pending" and row.attempts == 0  # waiting, not failed
+
+        back = resident_side.new_page()
+        back.goto(stack.base_url + "/")
+        expect(back.locator(".msg.bot").last).to_contain_text("明天上午给您回电",
+                                                              timeout=TIMEOUT_MS)
+        assert wait_until(lambda: held().status == "sent")
+    finally:
+        agent.close()
+        resident_side.close()
+
+
 def test_agent_reply_reaches_the_resident_channel_quickly(stack: Any) -> None:
     """p50/p95 of agent reply → channel adapter over 50 replies each on SMS and web chat."""
     username = new_agent(stack, "测速客服")

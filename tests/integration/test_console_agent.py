@@ -32,6 +32,7 @@ from bot.db import make_session_factory, session_scope
 from bot.models import (
     Account,
     AuditEntry,
+    CallbackTask,
     Conversation,
     Message,
     OutboxMessage,
@@ -609,3 +610,52 @@ async def test_the_console_socket_closes_when_the_session_ends(
         session.execute(delete(WebSession).where(WebSession.account_id == agent.account_id))
     frame = await ws.receive(timeout=5)
     assert frame.type == WSMsgType.CLOSE and frame.data == 4401
+
+
+# --- call-back tasks -------------------------------------------------------------------------
+
+
+def _callback(console: Console, phone: str | None, reason: str = "hangup") -> int:
+    with session_scope(console.sessions) as session:
+        task = CallbackTask(phone=phone, reason=reason, status="open", created_at=utc_now(),
+                            draft={"slots": {"report_category": "漏水渗水",
+                                             "report_building": "5"},
+                                   "transcript": [{"direction": "in", "text": "厨房漏水了"}]})
+        session.add(task)
+        session.flush()
+        return task.id
+
+
+async def test_callback_tasks_are_listed_masked_revealed_with_audit_and_closed(
+    console: Console,
+) -> None:
+    task_id = _callback(console, "13700002222")
+    anonymous = _callback(console, None, reason="no_answer")
+    agent = await console.login("callback-agent")
+    status, body = await agent.get(API + "/callbacks")
+    assert status == 200
+    listed = {task["id"]: task for task in body["tasks"]}
+    assert listed[task_id]["phone"] == "137****2222" and "13700002222" not in str(body)
+    assert "厨房漏水了" in listed[task_id]["summary"] and "楼：5" in listed[task_id]["summary"]
+    assert listed[anonymous]["has_phone"] is False
+
+    status, body = await agent.post(API + f"/callbacks/{task_id}/phone")
+    assert (status, body["phone"]) == (200, "13700002222")
+    assert "view_callback_phone" in [e.action for e in console.rows(AuditEntry)]
+
+    status, _ = await agent.post(API + f"/callbacks/{task_id}/done", {"note": "已回电，明早上门"})
+    assert status == 200
+    assert console.rows(CallbackTask, id=task_id)[0].status == "done"
+    assert (await agent.post(API + f"/callbacks/{task_id}/done"))[0] == 409
+    assert task_id not in {t["id"] for t in (await agent.get(API + "/callbacks"))[1]["tasks"]}
+    assert (await agent.post(API + "/callbacks/999999/phone"))[0] == 404
+    assert (await agent.post(API + "/callbacks/x1/phone"))[0] == 404
+
+
+async def test_callback_tasks_need_an_agent_and_the_csrf_token(console: Console) -> None:
+    task_id = _callback(console, "13700003333")
+    staff = await console.login("callback-staff", role="staff")
+    assert (await staff.get(API + "/callbacks"))[0] == 403
+    agent = await console.login("callback-agent2")
+    assert (await agent.post(API + f"/callbacks/{task_id}/phone", csrf=False))[0] == 403
+    assert console.rows(CallbackTask, id=task_id)[0].status == "open"

@@ -34,9 +34,41 @@
     rows.forEach(function (c) { list.appendChild(row(c)); });
   }
   async function refreshLists() {
-    var lists = await Promise.all([Linli.api("GET", API + "/queue"), Linli.api("GET", API + "/mine")]);
+    var lists = await Promise.all([Linli.api("GET", API + "/queue"), Linli.api("GET", API + "/mine"),
+                                   Linli.api("GET", API + "/callbacks")]);
     fill("queue", "queue-count", lists[0].conversations, "现在没有人排队。");
     fill("mine", "mine-count", lists[1].conversations, "您手上还没有会话。");
+    fillCallbacks(lists[2].tasks);
+  }
+  // Hotline callers to ring back: reveal the number (audited), then mark it done.
+  function fillCallbacks(tasks) {
+    var list = $("callbacks");
+    list.textContent = "";
+    $("callbacks-count").textContent = tasks.length ? tasks.length + " 个" : "";
+    if (!tasks.length) list.appendChild(Linli.el("li", { class: "empty" }, "没有待回访的来电。"));
+    tasks.forEach(function (t) {
+      var item = Linli.el("li", { "data-callback": String(t.id) });
+      item.appendChild(Linli.el("div", {}, t.reason + " · " + t.phone));
+      item.appendChild(Linli.el("div", { class: "muted" }, t.summary));
+      if (t.has_phone) {
+        var show = Linli.el("button", { type: "button", class: "secondary" }, "显示号码");
+        show.addEventListener("click", async function (event) {
+          event.stopPropagation();
+          try { show.textContent = (await Linli.api("POST", API + "/callbacks/" + t.id + "/phone", {})).phone; }
+          catch (e) { notice(e.message); }
+        });
+        item.appendChild(show);
+      }
+      var finish = Linli.el("button", { type: "button" }, "已回访");
+      finish.addEventListener("click", async function (event) {
+        event.stopPropagation();
+        var note = prompt("回访结果（可不填）：") || "";
+        try { await Linli.api("POST", API + "/callbacks/" + t.id + "/done", { note: note }); refreshSoon(); }
+        catch (e) { notice(e.message); }
+      });
+      item.appendChild(finish);
+      list.appendChild(item);
+    });
   }
   // Throttled, not debounced: under a steady stream of events the lists still refresh,
   // at most about once a second per console instead of once per event.
