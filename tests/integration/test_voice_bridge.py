@@ -317,12 +317,6 @@ class QueueingRasa:
         return web.json_response([{"text": "请问是几号楼？"}])
 
 
-voice_diff = pytest.mark.skipif(
-    not hasattr(voice, "HOLD_TEXT"),
-    reason="apply the bot/webhooks/voice.py diff from the handoff-triggers report")
-
-
-@voice_diff
 async def test_a_queued_caller_is_held_for_the_console_and_hears_the_agent(line: Line):
     app = line.app
     with session_scope(app.sessions) as session:
