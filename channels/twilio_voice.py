@@ -207,12 +207,16 @@ def with_attempt(action_url: str, attempt: int) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _say(parent: VoiceResponse | Gather, text: str, voice: MandarinVoice) -> None:
+def say_slowly(parent: VoiceResponse | Gather, text: str,
+               voice: MandarinVoice = MANDARIN) -> None:
+    """Add one slowly spoken Mandarin sentence to a response or a gather."""
     say = parent.say(voice=voice.voice, language=voice.say_language)
     say.prosody(text, rate="slow")
 
 
-def _gather(action_url: str, attempt: int, voice: MandarinVoice) -> Gather:
+
+def _gather(action_url: str, attempt: int | None, voice: MandarinVoice) -> Gather:
+    # attempt None: the action URL is used as given (no retry counting on that path).
     return Gather(
         input="speech dtmf",
         language=voice.gather_language,
@@ -220,18 +224,27 @@ def _gather(action_url: str, attempt: int, voice: MandarinVoice) -> Gather:
         timeout=GATHER_TIMEOUT_S,
         num_digits=1,
         action_on_empty_result=True,
-        action=with_attempt(action_url, attempt),
+        action=action_url if attempt is None else with_attempt(action_url, attempt),
         method="POST",
     )
 
 
 def render_gather(
-    prompt: str, *, action_url: str, attempt: int, voice: MandarinVoice = MANDARIN
+    prompt: str, *, action_url: str, attempt: int | None, voice: MandarinVoice = MANDARIN,
+    before: str | None = None, pause_s: int = 0,
 ) -> str:
-    """Ask one question and listen for speech or one key; silence also comes back to action_url."""
+    """Ask one question and listen for speech or one key; silence also comes back to action_url.
+
+    `before` is said first, while nothing is listened for (e.g. an agent's words);
+    `pause_s` keeps listening quietly that long after the prompt (a caller on hold).
+    """
     response = VoiceResponse()
+    if before:
+        say_slowly(response, before, voice)
     gather = _gather(action_url, attempt, voice)
-    _say(gather, prompt, voice)
+    say_slowly(gather, prompt, voice)
+    if pause_s:
+        gather.pause(length=pause_s)
     response.append(gather)
     return str(response)
 
@@ -244,12 +257,12 @@ def render_menu(
     gather = _gather(action_url, attempt, voice)
     if attempt == 0:
         name = community_name.strip().removesuffix("社区")
-        _say(gather, MENU_GREETING.format(name=name), voice)
+        say_slowly(gather, MENU_GREETING.format(name=name), voice)
     else:
-        _say(gather, RETRY_PREFIX, voice)
-    _say(gather, MENU_OPTIONS, voice)
+        say_slowly(gather, RETRY_PREFIX, voice)
+    say_slowly(gather, MENU_OPTIONS, voice)
     gather.pause(length=1)
-    _say(gather, MENU_REPEAT, voice)
+    say_slowly(gather, MENU_REPEAT, voice)
     response.append(gather)
     return str(response)
 
@@ -274,8 +287,8 @@ def render_retry(
         )
     response = VoiceResponse()
     gather = _gather(action_url, failures, voice)
-    _say(gather, RETRY_PREFIX, voice)
-    _say(gather, prompt, voice)
+    say_slowly(gather, RETRY_PREFIX, voice)
+    say_slowly(gather, prompt, voice)
     response.append(gather)
     return str(response)
 
@@ -294,15 +307,15 @@ def render_transfer_to_human(
     """
     response = VoiceResponse()
     if not number:
-        _say(response, BUSY_CALLBACK_TEXT if can_call_back else BUSY_NO_CALLBACK_TEXT, voice)
+        say_slowly(response, BUSY_CALLBACK_TEXT if can_call_back else BUSY_NO_CALLBACK_TEXT, voice)
         response.hangup()
         return str(response)
-    _say(response, TRANSFER_TEXT, voice)
+    say_slowly(response, TRANSFER_TEXT, voice)
     if action_url:
         response.dial(number, action=action_url, method="POST", timeout=DIAL_TIMEOUT_S)
     else:
         response.dial(number, timeout=DIAL_TIMEOUT_S)
-        _say(response, AFTER_DIAL_TEXT, voice)
+        say_slowly(response, AFTER_DIAL_TEXT, voice)
         response.hangup()
     return str(response)
 
@@ -311,7 +324,7 @@ def render_dial_result(dial_status: str | None, *, voice: MandarinVoice = MANDAR
     """End the call after a transfer; promise a call back unless staff answered."""
     response = VoiceResponse()
     if (dial_status or "").strip() not in ("completed", "answered"):
-        _say(response, NO_ANSWER_TEXT, voice)
+        say_slowly(response, NO_ANSWER_TEXT, voice)
     response.hangup()
     return str(response)
 
@@ -352,15 +365,15 @@ def render_read_back(
         )
     else:
         target = response
-    _say(target, summary, voice)
+    say_slowly(target, summary, voice)
     target.pause(length=1)
-    _say(target, f"{TICKET_INTRO}{spoken}。", voice)
+    say_slowly(target, f"{TICKET_INTRO}{spoken}。", voice)
     target.pause(length=1)
-    _say(target, f"{TICKET_AGAIN}{spoken}。", voice)
+    say_slowly(target, f"{TICKET_AGAIN}{spoken}。", voice)
     if isinstance(target, Gather):
-        _say(target, READ_BACK_REPEAT, voice)
+        say_slowly(target, READ_BACK_REPEAT, voice)
         response.append(target)
-    _say(response, GOODBYE_TEXT, voice)
+    say_slowly(response, GOODBYE_TEXT, voice)
     response.hangup()
     return str(response)
 
@@ -368,6 +381,6 @@ def render_read_back(
 def render_say_and_hangup(text: str, *, voice: MandarinVoice = MANDARIN) -> str:
     """Say one last thing slowly and end the call."""
     response = VoiceResponse()
-    _say(response, text, voice)
+    say_slowly(response, text, voice)
     response.hangup()
     return str(response)

@@ -25,7 +25,6 @@ from aiohttp import web
 from sqlalchemy import select
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
-from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from bot.app import App
 from bot.db import session_scope
@@ -77,15 +76,8 @@ class _Target:
 def render_agent_reply(text: str, *, action_url: str,
                        voice: tv.MandarinVoice = tv.MANDARIN) -> str:
     """Read the agent's words slowly, then listen for the caller's answer at action_url."""
-    response = VoiceResponse()
-    response.say(voice=voice.voice, language=voice.say_language).prosody(text, rate="slow")
-    gather = Gather(input="speech dtmf", language=voice.gather_language, speech_timeout="auto",
-                    timeout=tv.GATHER_TIMEOUT_S, num_digits=1, action_on_empty_result=True,
-                    action=tv.with_attempt(action_url, 0), method="POST")
-    gather.say(voice=voice.voice, language=voice.say_language).prosody(ANSWER_PROMPT,
-                                                                        rate="slow")
-    response.append(gather)
-    return str(response)
+    return tv.render_gather(ANSWER_PROMPT, action_url=action_url, attempt=0, voice=voice,
+                            before=text)
 
 
 async def speak(app: web.Application | App, conversation: Conversation | int,

@@ -20,7 +20,7 @@ from aiohttp import web
 from multidict import MultiDict
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from twilio.twiml.voice_response import Gather, VoiceResponse
+from twilio.twiml.voice_response import VoiceResponse
 
 from bot.accounts import agents_online
 from bot.app import App
@@ -138,8 +138,7 @@ async def _apology(turn: Turn | None) -> str:
     response = VoiceResponse()
 
     def say(text: str) -> None:
-        response.say(voice=tv.MANDARIN.voice, language=tv.MANDARIN.say_language).prosody(
-            text, rate="slow")
+        tv.say_slowly(response, text)
 
     say(APOLOGY)
     if turn is None:
@@ -311,15 +310,8 @@ async def _holding(turn: Turn, conversation_id: int | None = None) -> bool:
 
 def _hold(turn: Turn, spoken: str) -> str:
     """Keep the caller on the line for the agent: say a word, then listen quietly."""
-    response = VoiceResponse()
-    gather = Gather(input="speech dtmf", language=tv.MANDARIN.gather_language,
-                    speech_timeout="auto", timeout=tv.GATHER_TIMEOUT_S, num_digits=1,
-                    action_on_empty_result=True, action=turn.url(TURN), method="POST")
-    gather.say(voice=tv.MANDARIN.voice, language=tv.MANDARIN.say_language).prosody(
-        spoken, rate="slow")
-    gather.pause(length=HOLD_PAUSE_S)
-    response.append(gather)
-    return str(response)
+    return tv.render_gather(spoken, action_url=turn.url(TURN), attempt=None,
+                            pause_s=HOLD_PAUSE_S)
 
 
 async def _ask(turn: Turn, prompt: str, *, step: str | None = None, **changes: Any) -> str:
