@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from redis import asyncio as aioredis
 
-from channels.wechat import TokenFetcher, TokenFetchError
+from channels.wechat import TokenFetcher, TokenFetchError, fetch_usable
 
 LOCK_TTL = timedelta(seconds=15)
 WAIT_STEP_S = 0.05
@@ -65,13 +65,9 @@ class RedisAccessTokenCache:
             only_if_missing = only_if_missing or stale is None
 
     async def _fetch(self) -> str:
-        fetched = await self._fetcher()
-        if not fetched.value or fetched.expires_in <= 0:
-            raise TokenFetchError("fetcher returned an empty or expired token")
-        lifetime = timedelta(seconds=fetched.expires_in)
-        keep = max(lifetime - self._margin, lifetime / 2)
-        await self._redis.set(self._key, fetched.value, px=int(keep.total_seconds() * 1000))
-        return fetched.value
+        token, usable = await fetch_usable(self._fetcher, self._margin)
+        await self._redis.set(self._key, token, px=int(usable.total_seconds() * 1000))
+        return token
 
     async def forget(self) -> None:
         """Drop the stored token (tests, or after rotating the app secret)."""

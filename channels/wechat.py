@@ -488,6 +488,18 @@ class FetchedToken:
 TokenFetcher = Callable[[], Awaitable[FetchedToken]]
 
 
+async def fetch_usable(fetcher: TokenFetcher, margin: timedelta) -> tuple[str, timedelta]:
+    """Fetch a token; return it and how long to use it before fetching the next one.
+
+    Refresh a margin early; a short-lived token still gets half its life.
+    """
+    fetched = await fetcher()
+    if not fetched.value or fetched.expires_in <= 0:
+        raise TokenFetchError("fetcher returned an empty or expired token")
+    lifetime = timedelta(seconds=fetched.expires_in)
+    return fetched.value, max(lifetime - margin, lifetime / 2)
+
+
 def parse_token_response(body: Mapping[str, Any]) -> FetchedToken:
     """Read the JSON answer of TOKEN_URL; raise TokenFetchError on an errcode."""
     if body.get("errcode"):
@@ -551,11 +563,6 @@ class InProcessAccessTokenCache:
             return await self._fetch()
 
     async def _fetch(self) -> str:
-        fetched = await self._fetcher()
-        if not fetched.value or fetched.expires_in <= 0:
-            raise TokenFetchError("fetcher returned an empty or expired token")
-        lifetime = timedelta(seconds=fetched.expires_in)
-        # Refresh a margin early; a short-lived token still gets half its life.
-        early = max(lifetime - self._margin, lifetime / 2)
-        self._token, self._refresh_at = fetched.value, _aware(self._clock()) + early
-        return fetched.value
+        token, usable = await fetch_usable(self._fetcher, self._margin)
+        self._token, self._refresh_at = token, _aware(self._clock()) + usable
+        return token
