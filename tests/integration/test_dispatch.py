@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,7 +31,7 @@ from bot.dispatch import (
     order_load,
     work_orders_view,
 )
-from bot.models import Ticket, TicketCounter, TicketEvent, WorkOrder
+from bot.models import Ticket, TicketEvent, WorkOrder
 from bot.settings import Settings
 from bot.staff import (
     EmptyNote,
@@ -52,6 +52,7 @@ from bot.staff_cli import register
 from bot.tickets import cancel_ticket, create_ticket, transition
 from routing.catalogue import Catalogue
 from routing.roster import Roster
+from tests.cleanup import purge_day
 
 pytestmark = pytest.mark.integration
 
@@ -281,16 +282,6 @@ def test_second_accept_is_told_the_order_is_taken(
     assert _snapshot(db_session, ticket) == before
 
 
-def _purge(engine: Engine, day: str) -> None:
-    # Core statements: the ORM guard that keeps events append-only is for the app, not cleanup.
-    with engine.begin() as connection:
-        ids = select(Ticket.id).where(Ticket.number.like(f"GD{day}-%")).scalar_subquery()
-        connection.execute(delete(WorkOrder.__table__).where(WorkOrder.ticket_id.in_(ids)))
-        connection.execute(delete(TicketEvent.__table__).where(TicketEvent.ticket_id.in_(ids)))
-        connection.execute(delete(Ticket.__table__).where(Ticket.number.like(f"GD{day}-%")))
-        connection.execute(delete(TicketCounter.__table__).where(TicketCounter.day == day))
-
-
 def test_concurrent_accepts_exactly_one_wins(
     db_engine: Engine, catalogue: Catalogue, roster: Roster
 ) -> None:
@@ -337,7 +328,7 @@ def test_concurrent_accepts_exactly_one_wins(
             assert stored.status == "accepted"
             assert _kinds(stored).count("order_accepted") == 1
     finally:
-        _purge(db_engine, day)
+        purge_day(db_engine, day)
 
 
 # --- returns and hops ----------------------------------------------------------------------

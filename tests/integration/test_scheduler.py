@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from apscheduler.schedulers.base import STATE_STOPPED
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 import bot.app
@@ -24,7 +24,7 @@ from bot.app import App
 from bot.community import load_community
 from bot.db import make_session_factory, session_scope
 from bot.dispatch import dispatch_ticket
-from bot.models import Ticket, TicketCounter, TicketEvent, WorkOrder, apscheduler_jobs
+from bot.models import Ticket
 from bot.scheduler import (
     SchedulerNotStarted,
     check_sla,
@@ -39,24 +39,13 @@ from bot.staff import accept_order
 from bot.tickets import cancel_ticket, create_ticket
 from routing.catalogue import Catalogue
 from routing.roster import Roster
+from tests.cleanup import purge_day
 
 pytestmark = pytest.mark.integration
 
 
 def _url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=False)
-
-
-def _purge(engine: Engine, day: str) -> None:
-    # Core statements: the ORM guard that keeps events append-only is for the app, not cleanup.
-    with engine.begin() as connection:
-        ids = select(Ticket.id).where(Ticket.number.like(f"GD{day}-%")).scalar_subquery()
-        connection.execute(delete(WorkOrder.__table__).where(WorkOrder.ticket_id.in_(ids)))
-        connection.execute(delete(TicketEvent.__table__).where(TicketEvent.ticket_id.in_(ids)))
-        connection.execute(delete(Ticket.__table__).where(Ticket.number.like(f"GD{day}-%")))
-        connection.execute(delete(TicketCounter.__table__).where(TicketCounter.day == day))
-        jobs = apscheduler_jobs.c.id.like(f"sla:GD{day}-%")
-        connection.execute(delete(apscheduler_jobs).where(jobs))
 
 
 class World:
@@ -123,7 +112,7 @@ def world_at(
         yield build
     finally:
         for world in made:
-            _purge(db_engine, world.day)
+            purge_day(db_engine, world.day)
             world.store.shutdown()
 
 

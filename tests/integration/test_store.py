@@ -16,7 +16,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import delete, func, inspect, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
@@ -63,6 +63,7 @@ from bot.tickets import (
     update_location,
 )
 from routing.catalogue import Catalogue, CatalogueError, UnknownCategory, load_catalogue
+from tests.cleanup import purge_day
 
 pytestmark = pytest.mark.integration
 
@@ -235,15 +236,6 @@ def _create_concurrently(engine: Engine, catalogue: Catalogue, now: datetime) ->
     return numbers
 
 
-def _purge_day(engine: Engine, day: str) -> None:
-    # Core statements: the ORM guard that keeps events append-only is for the app, not cleanup.
-    with engine.begin() as connection:
-        ids = select(Ticket.id).where(Ticket.number.like(f"GD{day}-%")).scalar_subquery()
-        connection.execute(delete(TicketEvent.__table__).where(TicketEvent.ticket_id.in_(ids)))
-        connection.execute(delete(Ticket.__table__).where(Ticket.number.like(f"GD{day}-%")))
-        connection.execute(delete(TicketCounter.__table__).where(TicketCounter.day == day))
-
-
 @pytest.mark.postgres
 def test_concurrent_creation_on_postgresql_gets_distinct_numbers(
     postgres_engine: Engine, catalogue: Catalogue
@@ -253,7 +245,7 @@ def test_concurrent_creation_on_postgresql_gets_distinct_numbers(
         numbers = _create_concurrently(postgres_engine, catalogue, now)
         assert sorted(numbers) == ["GD20310101-0001", "GD20310101-0002"]
     finally:
-        _purge_day(postgres_engine, "20310101")
+        purge_day(postgres_engine, "20310101")
 
 
 def test_concurrent_creation_on_sqlite_gets_distinct_numbers(
