@@ -95,9 +95,6 @@ class WebChats:
         if not self._sockets.get(address):
             self._sockets.pop(address, None)
 
-    def is_open(self, address: str) -> bool:
-        return any(not ws.closed for ws in self._sockets.get(address, ()))
-
     async def push(self, address: str, frame: dict[str, Any]) -> bool:
         """Send a transient frame (e.g. "an agent is typing"); False if nobody is connected."""
         sockets = [ws for ws in self._sockets.get(address, ()) if not ws.closed]
@@ -107,12 +104,9 @@ class WebChats:
         return bool(sockets)
 
     async def send(self, address: str, text: str) -> str | None:
-        sockets = [ws for ws in self._sockets.get(address, ()) if not ws.closed]
-        if not sockets:
+        """The outbox's web-chat sender: Offline until the resident opens the chat again."""
+        if not await self.push(address, {"type": "update", "text": text}):
             raise Offline("web chat not open")
-        frame = json.dumps({"type": "update", "text": text}, ensure_ascii=False)
-        for ws in sockets:
-            await ws.send_str(frame)
         return None
 
 
