@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from bot.audit import audit
 from bot.console import agent_service as service
-from bot.console.auth import current, json_response, page, read_json, require
+from bot.console.auth import current, error, json_response, page, read_json, require
 from bot.db import read_scope, session_scope
 from bot.outbox import enqueue
 from bot.rasa_tracker import report_slots
@@ -58,12 +58,8 @@ def _conversation_id(request: web.Request) -> int:
 
 
 def _http(refusal: service.Refused) -> web.HTTPException:
-    cls = {400: web.HTTPBadRequest, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
-           409: web.HTTPConflict}[refusal.status]
-    body: dict[str, Any] = {"error": refusal.message}
-    if "code" in refusal.extra:
-        body["code"] = refusal.extra["code"]
-    return cls(text=json.dumps(body, ensure_ascii=False), content_type="application/json")
+    code = {"code": refusal.extra["code"]} if "code" in refusal.extra else {}
+    return error(refusal.status, refusal.message, **code)
 
 
 async def _run(request: web.Request, who: Any, work: Callable[[Session, datetime], T]) -> T:

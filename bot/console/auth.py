@@ -39,11 +39,11 @@ def json_response(body: Any, status: int = 200) -> web.Response:
                                                             default=str))
 
 
-def error(status: int, message: str) -> web.HTTPException:
-    """An HTTP error with a JSON body {"error": message} the console shows as is."""
+def error(status: int, message: str, **extra: Any) -> web.HTTPException:
+    """An HTTP error with a JSON body {"error": message, **extra} the console shows as is."""
     cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
            404: web.HTTPNotFound, 409: web.HTTPConflict}[status]
-    return cls(text=json.dumps({"error": message}, ensure_ascii=False),
+    return cls(text=json.dumps({"error": message, **extra}, ensure_ascii=False),
                content_type="application/json")
 
 
