@@ -40,7 +40,7 @@ from bot.bench import (
     run_and_report,
     spoken_number,
 )
-from bot.bench_wire import (
+from bot.provider_requests import (
     local_url,
     read_wechat_reply,
     signed_form,

@@ -19,17 +19,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as safe_et
-from twilio.request_validator import RequestValidator
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
-from wechatpy.utils import WeChatSigner
 
 from bot import sandbox
 from bot.conversations import InvalidPhone, normalize_phone
+from bot.provider_requests import local_url, signed_form, wechat_request
 from bot.settings import REPO_ROOT, Settings, SettingsError
 
 HTTP_TIMEOUT_S = 90
@@ -93,12 +92,6 @@ def _xml(text: bytes | str) -> Element:
         return safe_et.fromstring(text)
     except (ParseError, ValueError) as exc:
         raise SimulationError(f"the stack answered with XML that does not parse: {exc}") from exc
-
-
-def _sign(*parts: str) -> str:
-    signer = WeChatSigner()
-    signer.add_data(*parts)
-    return signer.signature
 
 
 def e164(phone: str) -> str:
@@ -187,13 +180,8 @@ class Resident:
     def _post_twilio(self, public_url: str, params: dict[str, str]) -> Element:
         twilio = self.settings.twilio
         assert twilio is not None
-        signature = RequestValidator(twilio.auth_token.reveal()).compute_signature(
-            public_url, params)
-        parts = urlsplit(public_url)
-        local = self.base + parts.path + (f"?{parts.query}" if parts.query else "")
-        status, body = _request(local, data=urlencode(params).encode(), headers={
-            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-            "X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1"})
+        headers, form = signed_form(twilio.auth_token.reveal(), public_url, params)
+        status, body = _request(local_url(self.base, public_url), data=form, headers=headers)
         _check(status, body, channel=self.channel, prefix=self.prefix)
         root = _xml(body) if body.strip() else Element("Response")
         if root.tag != "Response":
@@ -224,17 +212,6 @@ class SmsResident(Resident):
             self.out.say(f"邻里：{body}")
             for media in message.iter("Media"):
                 self.out.say(f"邻里：[图片] {(media.text or '').strip()}")
-
-
-def _cdata(value: str) -> str:
-    return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
-
-
-def _wechat_xml(fields: Sequence[tuple[str, str]]) -> str:
-    numeric = {"CreateTime", "MsgId", "Location_X", "Location_Y", "Scale"}
-    return "<xml>" + "".join(
-        f"<{name}>{value if name in numeric else _cdata(value)}</{name}>"
-        for name, value in fields) + "</xml>"
 
 
 class WeChatResident(Resident):
@@ -275,19 +252,12 @@ class WeChatResident(Resident):
         fields = self._message(text)
         if fields is None:
             return
-        body = _wechat_xml(fields)
-        timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**10))
-        query = {"signature": _sign(self.token, timestamp, nonce), "timestamp": timestamp,
-                 "nonce": nonce, "openid": self.address}
-        if self.crypto is not None:  # safe mode: the body travels encrypted
-            encrypt = _xml(self.crypto.encrypt_message(body, nonce, timestamp)).findtext("Encrypt")
-            assert encrypt
-            query.update(encrypt_type="aes", msg_signature=_sign(self.token, timestamp, nonce,
-                                                                  encrypt))
-            body = _wechat_xml([("ToUserName", WECHAT_ACCOUNT), ("Encrypt", encrypt)])
+        query, body = wechat_request(fields, token=self.token, openid=self.address,
+                                     now=int(time.time()), nonce=str(secrets.randbelow(10**10)),
+                                     crypto=self.crypto, account=WECHAT_ACCOUNT)
         mark = self.inbox.seen
         status, answer = _request(f"{self.base}/webhooks/wechat?{urlencode(query)}",
-                                  data=body.encode(), headers={"Content-Type": "text/xml"})
+                                  data=body, headers={"Content-Type": "text/xml"})
         _check(status, answer, channel=self.channel, prefix=self.prefix)
         reply = answer.decode("utf-8", "replace").strip()
         if reply.lower() in ("", "success"):

@@ -28,7 +28,7 @@ from bot.bench_channels import (
     problems,
     render_markdown,
 )
-from bot.bench_wire import (
+from bot.provider_requests import (
     WECHAT_ACCOUNT,
     local_url,
     read_wechat_reply,

@@ -1,11 +1,13 @@
 """Provider requests as WeChat and Twilio build them, and their answers read back (pure).
 
-Used by the channel benchmark; the builders are checked against wechatpy, twilio's
+Used by `python -m bot simulate` and the channel benchmark, so both speak to the hub
+exactly as the providers do; the builders are checked against wechatpy, twilio's
 RequestValidator and channels/ in tests/unit/test_bench_channels.py.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from urllib.parse import urlencode, urlsplit
 from xml.etree.ElementTree import Element
 
@@ -17,31 +19,52 @@ from wechatpy.utils import WeChatSigner
 WECHAT_ACCOUNT = "gh_linli_bench"
 
 
-def _sign(*parts: str) -> str:
+def wechat_signature(*parts: str) -> str:
+    """WeChat's SHA-1 over the sorted parts (token, timestamp, nonce[, encrypted body])."""
     signer = WeChatSigner()
     signer.add_data(*parts)
     return signer.signature
 
 
-def _cdata(value: str) -> str:
+def cdata(value: str) -> str:
     return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+# WeChat writes these bare; every other field is CDATA.
+_NUMERIC_FIELDS = frozenset({"CreateTime", "MsgId", "Location_X", "Location_Y", "Scale"})
+
+
+def wechat_xml(fields: Sequence[tuple[str, str]]) -> str:
+    """A push body in WeChat's XML, fields in the order given."""
+    return "<xml>" + "".join(
+        f"<{name}>{value if name in _NUMERIC_FIELDS else cdata(value)}</{name}>"
+        for name, value in fields) + "</xml>"
+
+
+def wechat_request(fields: Sequence[tuple[str, str]], *, token: str, openid: str, now: int,
+                   nonce: str, crypto: WeChatCrypto | None,
+                   account: str = WECHAT_ACCOUNT) -> tuple[dict[str, str], bytes]:
+    """Sign a push as WeChat does; with `crypto` (safe mode) the body travels encrypted."""
+    body = wechat_xml(fields)
+    query = {"signature": wechat_signature(token, str(now), nonce), "timestamp": str(now),
+             "nonce": nonce, "openid": openid}
+    if crypto is not None:
+        sealed = safe_et.fromstring(crypto.encrypt_message(body, nonce, str(now)))
+        encrypt = sealed.findtext("Encrypt") or ""
+        query.update(encrypt_type="aes",
+                     msg_signature=wechat_signature(token, str(now), nonce, encrypt))
+        body = wechat_xml([("ToUserName", account), ("Encrypt", encrypt)])
+    return query, body.encode()
 
 
 def wechat_push(crypto: WeChatCrypto, *, token: str, openid: str, text: str, msg_id: int,
                 now: int, nonce: str) -> tuple[dict[str, str], bytes]:
     """Build a safe-mode text push as WeChat sends it: the query and the encrypted body."""
-    plain = (f"<xml><ToUserName>{_cdata(WECHAT_ACCOUNT)}</ToUserName>"
-             f"<FromUserName>{_cdata(openid)}</FromUserName><CreateTime>{now}</CreateTime>"
-             f"<MsgType>{_cdata('text')}</MsgType><Content>{_cdata(text)}</Content>"
-             f"<MsgId>{msg_id}</MsgId></xml>")
-    sealed = safe_et.fromstring(crypto.encrypt_message(plain, nonce, str(now)))
-    encrypt = sealed.findtext("Encrypt") or ""
-    query = {"signature": _sign(token, str(now), nonce), "timestamp": str(now), "nonce": nonce,
-             "openid": openid, "encrypt_type": "aes",
-             "msg_signature": _sign(token, str(now), nonce, encrypt)}
-    body = (f"<xml><ToUserName>{_cdata(WECHAT_ACCOUNT)}</ToUserName>"
-            f"<Encrypt>{_cdata(encrypt)}</Encrypt></xml>")
-    return query, body.encode()
+    fields = [("ToUserName", WECHAT_ACCOUNT), ("FromUserName", openid),
+              ("CreateTime", str(now)), ("MsgType", "text"), ("Content", text),
+              ("MsgId", str(msg_id))]
+    return wechat_request(fields, token=token, openid=openid, now=now, nonce=nonce,
+                          crypto=crypto)
 
 
 def read_wechat_reply(crypto: WeChatCrypto, body: str, *, openid: str) -> str | None:
