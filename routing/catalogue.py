@@ -15,6 +15,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from routing import config_fields
+
 URGENCIES: tuple[str, ...] = ("P1", "P2", "P3", "P4")
 
 # Fixed by the NLU intents (report_<id>); the catalogue must cover exactly these.
@@ -195,10 +197,7 @@ def parse_catalogue(raw: Any) -> Catalogue:
 
 
 def _section(raw: Mapping[str, Any], key: str) -> list[Any]:
-    value = raw.get(key)
-    if not isinstance(value, list) or not value:
-        raise CatalogueError(f"section {key!r} must be a non-empty list")
-    return value
+    return config_fields.section(raw, key, CatalogueError)
 
 
 def _where(section: str, index: int, entry: Any) -> str:
@@ -207,10 +206,7 @@ def _where(section: str, index: int, entry: Any) -> str:
 
 
 def _text(entry: Mapping[str, Any], key: str, where: str) -> str:
-    value = entry.get(key)
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value).strip() == "":
-        raise CatalogueError(f"{where}: {key!r} must be a non-empty string")
-    return str(value).strip()
+    return config_fields.text(entry, key, where, CatalogueError)
 
 
 def _optional_text(entry: Mapping[str, Any], key: str, where: str) -> str | None:

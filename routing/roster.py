@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from routing import config_fields
 from routing.catalogue import Catalogue
 
 ROLES: tuple[str, ...] = ("worker", "grid_worker", "head", "director")
@@ -242,10 +243,7 @@ def parse_roster(raw: Any, *, catalogue: Catalogue, buildings: Iterable[str]) ->
 
 
 def _section(raw: Mapping[str, Any], key: str) -> list[Any]:
-    value = raw.get(key)
-    if not isinstance(value, list) or not value:
-        raise RosterError(f"section {key!r} must be a non-empty list")
-    return value
+    return config_fields.section(raw, key, RosterError)
 
 
 def _where(section: str, index: int, entry: Any) -> str:
@@ -262,10 +260,7 @@ def _check_keys(entry: Mapping[str, Any], allowed: frozenset[str], where: str) -
 
 
 def _text(entry: Mapping[str, Any], key: str, where: str) -> str:
-    value = entry.get(key)
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value).strip() == "":
-        raise RosterError(f"{where}: {key!r} must be a non-empty string")
-    return str(value).strip()
+    return config_fields.text(entry, key, where, RosterError)
 
 
 def _parse_staff(
