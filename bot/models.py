@@ -212,7 +212,7 @@ class Ticket(Base):
     number: Mapped[str] = Column(String(20), nullable=False, unique=True)
     resident_id: Mapped[int | None] = Column(Integer, ForeignKey("residents.id"), nullable=True)
     conversation_id: Mapped[int | None] = Column(
-        Integer, ForeignKey("conversations.id"), nullable=True
+        Integer, ForeignKey("conversations.id"), nullable=True, index=True
     )
     category: Mapped[str] = Column(String(32), nullable=False, index=True)
     lead_department: Mapped[str] = Column(String(32), nullable=False)
