@@ -40,6 +40,14 @@ def new_agent(stack: Any, name: str) -> str:
     return username
 
 
+def sign_in(page: Any, stack: Any, username: str) -> None:
+    """Fill the login form the page is on and wait for the agent console."""
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("#submit")
+    page.wait_for_url(stack.base_url + "/console/agent")
+
+
 def open_conversation(stack: Any, channel: str, sender: str) -> Conversation | None:
     with stack.sessions() as session:
         return session.execute(select(Conversation).where(
@@ -76,10 +84,7 @@ def test_agent_claims_replies_and_returns_a_web_chat_conversation(stack: Any,
 
         agent.goto(stack.base_url + "/console/agent")
         expect(agent).to_have_url(stack.base_url + "/console/login?next=%2Fconsole%2Fagent")
-        agent.fill("#username", username)
-        agent.fill("#password", PASSWORD)
-        agent.click("#submit")
-        agent.wait_for_url(stack.base_url + "/console/agent")
+        sign_in(agent, stack, username)
         row = agent.locator(f'#queue li[data-id="{conversation.id}"]')
         expect(row).to_contain_text("主动要求", timeout=TIMEOUT_MS)
         expect(row).to_contain_text("网页")
@@ -233,10 +238,7 @@ def test_a_resident_who_left_while_queued_gets_the_reply_when_they_come_back(
         chat.close()  # the resident walks away while waiting
 
         agent.goto(stack.base_url + "/console/login")
-        agent.fill("#username", username)
-        agent.fill("#password", PASSWORD)
-        agent.click("#submit")
-        agent.wait_for_url(stack.base_url + "/console/agent")
+        sign_in(agent, stack, username)
         agent.locator(f'#queue li[data-id="{conversation.id}"]').click()
         agent.click("#claim")
         expect(agent.locator("#pane-state")).to_contain_text("由您接待", timeout=TIMEOUT_MS)
